@@ -1,0 +1,8 @@
+// Every op of the core, one header per family.
+#pragma once
+
+#include "ops/elementwise.h"
+#include "ops/linalg.h"
+#include "ops/reduce.h"
+#include "ops/shape.h"
+#include "ops/softmax.h"

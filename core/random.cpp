@@ -1,0 +1,71 @@
+#include "random.h"
+
+#include "tensor.h"
+
+#include <cmath>
+
+namespace tapegrad {
+
+double Generator::normal() {
+  if (has_spare_) {
+    has_spare_ = false;
+    return spare_;
+  }
+  double u1 = uniform();
+  while (u1 <= 0) u1 = uniform();
+  const double u2 = uniform();
+  const double r = std::sqrt(-2.0 * std::log(u1));
+  spare_ = r * std::sin(2.0 * M_PI * u2);
+  has_spare_ = true;
+  return r * std::cos(2.0 * M_PI * u2);
+}
+
+uint64_t Generator::below(uint64_t n) {
+  // Rejection sampling: no modulo bias.
+  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+  uint64_t x;
+  do x = engine_();
+  while (x >= limit);
+  return x % n;
+}
+
+Generator& default_generator() {
+  thread_local Generator gen(0);
+  return gen;
+}
+
+void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
+
+namespace {
+template <typename Fill>
+Tensor make_random(const Shape& shape, TensorOptions o, std::string_view op, Fill fill) {
+  Tensor t = Tensor::empty(shape, {.dtype = o.dtype});
+  dispatch_floating(o.dtype, op, [&]<typename T>() {
+    T* p = t.data_ptr<T>();
+    for (int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = static_cast<T>(fill());
+  });
+  if (o.requires_grad) t.requires_grad_();
+  return t;
+}
+}  // namespace
+
+Tensor Tensor::rand(const Shape& shape, TensorOptions o, Generator* gen) {
+  Generator& g = gen ? *gen : default_generator();
+  return make_random(shape, o, "rand", [&] { return g.uniform(); });
+}
+
+Tensor Tensor::randn(const Shape& shape, TensorOptions o, Generator* gen) {
+  Generator& g = gen ? *gen : default_generator();
+  return make_random(shape, o, "randn", [&] { return g.normal(); });
+}
+
+Tensor Tensor::randint(int64_t low, int64_t high, const Shape& shape, Generator* gen) {
+  TG_CHECK(low < high, "randint: expected low < high, got low={} and high={}", low, high);
+  Generator& g = gen ? *gen : default_generator();
+  Tensor t = Tensor::empty(shape, {.dtype = DType::Int64});
+  int64_t* p = t.data_ptr<int64_t>();
+  for (int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = low + static_cast<int64_t>(g.below(high - low));
+  return t;
+}
+
+}  // namespace tapegrad
