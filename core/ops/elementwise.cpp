@@ -144,6 +144,17 @@ Tensor lt(const Tensor& a, const Tensor& b) { return compare(a, b, "lt", [](auto
 Tensor le(const Tensor& a, const Tensor& b) { return compare(a, b, "le", [](auto x, auto y) { return x <= y; }); }
 Tensor gt(const Tensor& a, const Tensor& b) { return compare(a, b, "gt", [](auto x, auto y) { return x > y; }); }
 Tensor ge(const Tensor& a, const Tensor& b) { return compare(a, b, "ge", [](auto x, auto y) { return x >= y; }); }
+Tensor logical_and(const Tensor& a, const Tensor& b) {
+  return detail::map_binary<bool, bool, bool>(a.to(kBool), b.to(kBool), kBool, "logical_and",
+                                              [](bool x, bool y) { return x && y; });
+}
+Tensor logical_or(const Tensor& a, const Tensor& b) {
+  return detail::map_binary<bool, bool, bool>(a.to(kBool), b.to(kBool), kBool, "logical_or",
+                                              [](bool x, bool y) { return x || y; });
+}
+Tensor logical_not(const Tensor& a) {
+  return detail::map_unary<bool, bool>(a.to(kBool), kBool, [](bool x) { return !x; });
+}
 Tensor operator==(const Tensor& a, const Tensor& b) { return eq(a, b); }
 Tensor operator!=(const Tensor& a, const Tensor& b) { return ne(a, b); }
 Tensor operator<(const Tensor& a, const Tensor& b) { return lt(a, b); }
@@ -165,6 +176,246 @@ Tensor exp(const Tensor& a) {
   autograd::record(
       "exp", {a}, {out}, {out}, [](Context& ctx) -> Grads { return {ctx.grad() * ctx.saved(0)}; }, {"result"});
   return out;
+}
+
+Tensor log(const Tensor& a) {
+  Tensor out = unary_floating(a, "log", []<typename T>(T x) { return std::log(x); });
+  // saved: self.  d/da = g / a
+  autograd::record("log", {a}, {out}, {a}, [](Context& ctx) -> Grads { return {ctx.grad() / ctx.saved(0)}; }, {"self"});
+  return out;
+}
+
+Tensor sqrt(const Tensor& a) {
+  Tensor out = unary_floating(a, "sqrt", []<typename T>(T x) { return std::sqrt(x); });
+  // saved: result.  d/da = g / (2 sqrt(a))
+  autograd::record(
+      "sqrt", {a}, {out}, {out}, [](Context& ctx) -> Grads { return {ctx.grad() / (ctx.saved(0) * 2.0)}; }, {"result"});
+  return out;
+}
+
+Tensor rsqrt(const Tensor& a) {
+  Tensor out = unary_floating(a, "rsqrt", []<typename T>(T x) { return T(1) / std::sqrt(x); });
+  // saved: result r = a^(-1/2).  d/da = -g r^3 / 2
+  autograd::record(
+      "rsqrt", {a}, {out}, {out},
+      [](Context& ctx) -> Grads {
+        const Tensor r = ctx.saved(0);
+        return {ctx.grad() * r * r * r * -0.5};
+      },
+      {"result"});
+  return out;
+}
+
+Tensor abs(const Tensor& a) {
+  Tensor out = dispatch_numeric(a.dtype(), "abs", [&]<typename T>() {
+    return detail::map_unary<T, T>(a, a.dtype(), [](T x) { return x < 0 ? static_cast<T>(-x) : x; });
+  });
+  // saved: self.  d/da = g sign(a), 0 at a = 0 (as PyTorch)
+  autograd::record(
+      "abs", {a}, {out}, {a},
+      [](Context& ctx) -> Grads {
+        const Tensor x = ctx.saved(0);
+        Tensor sign = dispatch_floating(x.dtype(), "abs", [&]<typename T>() {
+          return detail::map_unary<T, T>(x, x.dtype(), [](T v) { return static_cast<T>((v > 0) - (v < 0)); });
+        });
+        return {ctx.grad() * sign};
+      },
+      {"self"});
+  return out;
+}
+
+Tensor tanh(const Tensor& a) {
+  Tensor out = unary_floating(a, "tanh", []<typename T>(T x) { return std::tanh(x); });
+  // saved: result y.  d/da = g (1 - y^2)
+  autograd::record(
+      "tanh", {a}, {out}, {out},
+      [](Context& ctx) -> Grads {
+        const Tensor y = ctx.saved(0);
+        return {ctx.grad() * (1.0 - y * y)};
+      },
+      {"result"});
+  return out;
+}
+
+Tensor sigmoid(const Tensor& a) {
+  Tensor out = unary_floating(a, "sigmoid", []<typename T>(T x) {
+    // Stable on both sides: never exp of a large positive number.
+    if (x >= 0) return T(1) / (T(1) + std::exp(-x));
+    const T e = std::exp(x);
+    return e / (T(1) + e);
+  });
+  // saved: result y.  d/da = g y (1 - y)
+  autograd::record(
+      "sigmoid", {a}, {out}, {out},
+      [](Context& ctx) -> Grads {
+        const Tensor y = ctx.saved(0);
+        return {ctx.grad() * y * (1.0 - y)};
+      },
+      {"result"});
+  return out;
+}
+
+// Where mask is true: g, else 0 (the backward of relu and clamp).
+static Tensor mask_grad(const Tensor& g, const Tensor& mask) { return where(mask, g, scalar_like(0, g)); }
+
+Tensor relu(const Tensor& a) {
+  Tensor out = dispatch_numeric(a.dtype(), "relu", [&]<typename T>() {
+    return detail::map_unary<T, T>(a, a.dtype(), [](T x) { return x > 0 ? x : T(0); });
+  });
+  // saved: result.  d/da = g where result > 0
+  autograd::record(
+      "relu", {a}, {out}, {out}, [](Context& ctx) -> Grads { return {mask_grad(ctx.grad(), ctx.saved(0) > 0.0)}; },
+      {"result"});
+  return out;
+}
+
+Tensor clamp(const Tensor& a, std::optional<double> lo, std::optional<double> hi) {
+  TG_CHECK(lo.has_value() || hi.has_value(), "clamp: At least one of 'min' or 'max' must not be None");
+  Tensor out = dispatch_numeric(a.dtype(), "clamp", [&]<typename T>() {
+    const T l = lo ? static_cast<T>(*lo) : T(0), h = hi ? static_cast<T>(*hi) : T(0);
+    const bool has_l = lo.has_value(), has_h = hi.has_value();
+    return detail::map_unary<T, T>(a, a.dtype(), [=](T x) {
+      if (x != x) return x;  // NaN stays NaN
+      if (has_l && x < l) x = l;
+      if (has_h && x > h) x = h;  // min > max gives max, like PyTorch
+      return x;
+    });
+  });
+  // saved: self.  d/da = g where min <= a <= max
+  autograd::record(
+      "clamp", {a}, {out}, {a},
+      [lo, hi](Context& ctx) -> Grads {
+        const Tensor x = ctx.saved(0);
+        Tensor mask;
+        if (lo) mask = x >= *lo;
+        if (hi) mask = mask.defined() ? logical_and(mask, x <= *hi) : x <= *hi;
+        return {mask_grad(ctx.grad(), mask)};
+      },
+      {"self"});
+  return out;
+}
+
+Tensor Tensor::exp() const { return tapegrad::exp(*this); }
+Tensor Tensor::log() const { return tapegrad::log(*this); }
+Tensor Tensor::sqrt() const { return tapegrad::sqrt(*this); }
+Tensor Tensor::rsqrt() const { return tapegrad::rsqrt(*this); }
+Tensor Tensor::abs() const { return tapegrad::abs(*this); }
+Tensor Tensor::tanh() const { return tapegrad::tanh(*this); }
+Tensor Tensor::sigmoid() const { return tapegrad::sigmoid(*this); }
+Tensor Tensor::relu() const { return tapegrad::relu(*this); }
+Tensor Tensor::pow(double e) const { return tapegrad::pow(*this, e); }
+Tensor Tensor::clamp(std::optional<double> lo, std::optional<double> hi) const { return tapegrad::clamp(*this, lo, hi); }
+
+// ---- pow ----
+
+Tensor pow(const Tensor& a, double e) {
+  Tensor out = unary_floating(a, "pow", [e]<typename T>(T x) {
+    if (e == 2) return x * x;
+    return static_cast<T>(std::pow(x, static_cast<T>(e)));
+  });
+  // saved: self.  d/da = g e a^(e-1)
+  autograd::record(
+      "pow", {a}, {out}, {a},
+      [e](Context& ctx) -> Grads {
+        if (e == 0) return {Tensor::zeros_like(ctx.grad())};
+        const Tensor x = ctx.saved(0);
+        return {ctx.grad() * (e == 2 ? x * 2.0 : pow(x, e - 1) * e)};
+      },
+      {"self"});
+  return out;
+}
+
+Tensor pow(const Tensor& a, const Tensor& e) {
+  const DType dt = result_type(a, e);
+  const Tensor x = a.to(dt), y = e.to(dt);
+  Tensor out = dispatch_floating(dt, "pow", [&]<typename T>() {
+    return detail::map_binary<T, T, T>(x, y, dt, "pow", [](T u, T v) { return static_cast<T>(std::pow(u, v)); });
+  });
+  // saved: self, exponent, result.  d/da = g e a^(e-1) ; d/de = g a^e log(a) (0 where a = 0 and e >= 0)
+  autograd::record(
+      "pow", {x, y}, {out}, {x, y, out},
+      [](Context& ctx) -> Grads {
+        const Tensor base = ctx.saved(0), ex = ctx.saved(1), r = ctx.saved(2);
+        const Tensor& g = ctx.grad();
+        Tensor ga = ctx.needs_grad(0) ? g * ex * pow(base, ex - 1.0) : Tensor();
+        Tensor ge;
+        if (ctx.needs_grad(1)) {
+          const Tensor safe = where((base == 0.0), scalar_like(1, base), base);
+          ge = where(logical_and(base == 0.0, ex >= 0.0), scalar_like(0, g), g * r * log(safe));
+        }
+        return {ga, ge};
+      },
+      {"self", "exponent", "result"});
+  return out;
+}
+
+// ---- maximum / minimum / where ----
+
+namespace {
+// Backward of maximum/minimum: the gradient goes to the chosen input; ties split it evenly.
+Grads select_grads(Context& ctx, bool is_max) {
+  const Tensor a = ctx.saved(0), b = ctx.saved(1);
+  const Tensor& g = ctx.grad();
+  const Tensor a_wins = is_max ? a > b : a < b;
+  const Tensor tie = a == b;
+  const Tensor half = g * 0.5;
+  const Tensor zero = scalar_like(0, g);
+  return {where(a_wins, g, where(tie, half, zero)), where(a_wins, zero, where(tie, half, g))};
+}
+}  // namespace
+
+Tensor maximum(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_numeric(a, b, "maximum", []<typename T>(T x, T y) {
+    if (x != x) return x;  // NaN propagates
+    if (y != y) return y;
+    return x > y ? x : y;
+  });
+  autograd::record(
+      "maximum", {a, b}, {out}, {a, b}, [](Context& ctx) { return select_grads(ctx, true); }, {"self", "other"});
+  return out;
+}
+
+Tensor minimum(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_numeric(a, b, "minimum", []<typename T>(T x, T y) {
+    if (x != x) return x;
+    if (y != y) return y;
+    return x < y ? x : y;
+  });
+  autograd::record(
+      "minimum", {a, b}, {out}, {a, b}, [](Context& ctx) { return select_grads(ctx, false); }, {"self", "other"});
+  return out;
+}
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  TG_CHECK(cond.dtype() == DType::Bool, "where: expected condition to be a boolean tensor, but got a tensor with dtype {}",
+           dtype_name(cond.dtype()));
+  const DType dt = result_type(a, b);
+  const Tensor x = a.to(dt), y = b.to(dt);
+  Tensor out = dispatch_all(dt, [&]<typename T>() {
+    return detail::map_ternary<bool, T, T, T>(cond, x, y, dt, "where", [](bool c, T u, T v) { return c ? u : v; });
+  });
+  // saved: condition.  d/da = g where cond ; d/db = g where !cond
+  autograd::record(
+      "where", {cond, x, y}, {out}, {cond},
+      [](Context& ctx) -> Grads {
+        const Tensor c = ctx.saved(0);
+        const Tensor& g = ctx.grad();
+        const Tensor zero = scalar_like(0, g);
+        return {Tensor(), ctx.needs_grad(1) ? where(c, g, zero) : Tensor(), ctx.needs_grad(2) ? where(c, zero, g) : Tensor()};
+      },
+      {"condition"});
+  return out;
+}
+
+bool allclose(const Tensor& a, const Tensor& b, double rtol, double atol) {
+  if (a.shape() != b.shape()) return false;
+  const auto x = a.to_vector<double>(), y = b.to_vector<double>();
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i]) && std::isnan(y[i])) continue;
+    if (x[i] == y[i]) continue;
+    if (!(std::abs(x[i] - y[i]) <= atol + rtol * std::abs(y[i]))) return false;
+  }
+  return true;
 }
 
 // ---- in-place ----
@@ -251,5 +502,13 @@ Tensor& Tensor::fill_(double value) {
 }
 
 Tensor& Tensor::zero_() { return fill_(0); }
+
+Tensor& Tensor::clamp_(std::optional<double> lo, std::optional<double> hi) {
+  check_inplace(*this, "clamp_");
+  Tensor r = tapegrad::clamp(*this, lo, hi);
+  if (autograd::needs_grad({*this})) return inplace_recorded(*this, r, "clamp_");
+  autograd::NoGradGuard ng;
+  return copy_(r);
+}
 
 }  // namespace tapegrad

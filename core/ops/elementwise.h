@@ -42,6 +42,11 @@ Tensor le(const Tensor& a, const Tensor& b);
 Tensor gt(const Tensor& a, const Tensor& b);
 Tensor ge(const Tensor& a, const Tensor& b);
 
+// Logical ops on bool tensors (other dtypes are converted: nonzero is true).
+Tensor logical_and(const Tensor& a, const Tensor& b);
+Tensor logical_or(const Tensor& a, const Tensor& b);
+Tensor logical_not(const Tensor& a);
+
 // A 0-dim tensor holding v, with t's dtype: how scalars enter binary ops.
 Tensor scalar_like(double v, const Tensor& t);
 
