@@ -24,6 +24,9 @@ inline constexpr int64_t kParallelGrain = 32768;
 // Broadcasts shapes a and b (NumPy rules); `op` names the operation in the error.
 Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view op);
 
+// Sets every element of t (any geometry) to value, without touching its version counter.
+void fill(const Tensor& t, double value);
+
 // Strides (in elements) of `t` viewed with the broadcast shape `shape` (stride 0 where broadcast).
 Shape broadcast_strides(const Tensor& t, const Shape& shape);
 

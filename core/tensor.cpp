@@ -75,7 +75,7 @@ Tensor Tensor::empty(const Shape& shape, TensorOptions o) {
 
 Tensor Tensor::full(const Shape& shape, double value, TensorOptions o) {
   Tensor t = empty(shape, {.dtype = o.dtype});
-  t.fill_(value);
+  detail::fill(t, value);  // a new tensor starts at version 0
   if (o.requires_grad) t.requires_grad_();
   return t;
 }
@@ -228,6 +228,16 @@ Tensor make_view(const Tensor& base, Shape shape, Shape strides, int64_t offset)
 }
 
 // ---- copies ----
+
+void detail::fill(const Tensor& t, double value) {
+  dispatch_all(t.dtype(), [&]<typename T>() {
+    const T v = static_cast<T>(value);
+    auto g = detail::make_geometry<1>(t.shape(), {static_cast<char*>(t.data())}, {t.strides()}, {sizeof(T)});
+    detail::for_each_run<1>(g, [v](const std::array<char*, 1>& p, const std::array<int64_t, 1>& s, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) *reinterpret_cast<T*>(p[0] + i * s[0]) = v;
+    });
+  });
+}
 
 namespace {
 // dst <- src (broadcast), converting dtype. dst may be a strided view.

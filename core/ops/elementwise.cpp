@@ -492,11 +492,7 @@ Tensor& Tensor::div_(double value) { return div_(scalar_like(value, *this)); }
 
 Tensor& Tensor::fill_(double value) {
   check_inplace(*this, "fill_");
-  dispatch_all(dtype(), [&]<typename T>() {
-    const Tensor v = Tensor::empty({}, {.dtype = dtype()});
-    *static_cast<T*>(v.data()) = static_cast<T>(value);
-    detail::apply_inplace<T, T>(*this, v, [](T, T x) { return x; });
-  });
+  detail::fill(*this, value);
   storage()->bump_version();
   return *this;
 }
