@@ -226,6 +226,7 @@ TEST_CASE("anomaly mode names the op whose backward produced a NaN") {
   Tensor y = x.sqrt().sum();  // d sqrt / dx at 0 is inf
   REQUIRE_ERROR_CONTAINS(y.backward(), "sqrt: backward returned inf values in its 0th output");
   autograd::set_anomaly_enabled(false);
+}
 
 TEST_CASE("an undefined saved tensor unpacks as undefined") {
   Tensor a = Tensor::of({1.0, 2.0}, {.requires_grad = true});
