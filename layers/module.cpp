@@ -161,6 +161,16 @@ Tensor Module::buffer(const std::string& name) const {
   return {};
 }
 
+void Module::set_parameter(const std::string& name, const Tensor& value) {
+  for (auto& [n, t] : parameters_) {
+    if (n == name) {
+      t = value;
+      return;
+    }
+  }
+  fail("{}: no parameter named '{}'", type_name_, name);
+}
+
 void Module::set_buffer(const std::string& name, const Tensor& value) {
   for (auto& [n, t] : buffers_) {
     if (n == name) {

@@ -107,7 +107,8 @@ class Module : public std::enable_shared_from_this<Module> {
   // A direct parameter or buffer by name (undefined if absent).
   Tensor parameter(const std::string& name) const;
   Tensor buffer(const std::string& name) const;
-  // Replaces a registered buffer's value (e.g. a running statistic recomputed out of place).
+  // Replace a registered parameter's / buffer's tensor (every later lookup sees the new one).
+  void set_parameter(const std::string& name, const Tensor& value);
   void set_buffer(const std::string& name, const Tensor& value);
 
   // ---- modes ----
