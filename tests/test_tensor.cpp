@@ -95,6 +95,9 @@ TEST_CASE("contiguous_strides and numel") {
   REQUIRE(t.stride(0) == 12);
   REQUIRE(t.is_contiguous());
   REQUIRE_FALSE(t.transpose(0, 2).is_contiguous());
+  // Empty tensors are contiguous whatever their strides, like PyTorch.
+  REQUIRE(Tensor::zeros({2, 0}).is_contiguous());
+  REQUIRE(Tensor::zeros({3, 0, 2}).transpose(0, 2).is_contiguous());
   REQUIRE_ERROR(t.size(3), "size: Dimension out of range (expected to be in range of [-3, 2], but got 3)");
   REQUIRE_ERROR(t.stride(-4), "stride: Dimension out of range (expected to be in range of [-3, 2], but got -4)");
 }
