@@ -384,7 +384,7 @@ TEST_CASE("the default generator is seeded by manual_seed") {
   require_identical(Tensor::randn({5}), a);
 }
 
-TEST_CASE("rand is uniform on [0, 1) with the right moments") {
+TEST_CASE("rand is uniform between 0 and 1 with the right moments") {
   Generator g(3);
   for (DType dt : {kFloat32, kFloat64}) {
     const auto v = Tensor::rand({200000}, {.dtype = dt}, &g).to_vector<double>();
@@ -419,7 +419,7 @@ TEST_CASE("randn is standard normal") {
   REQUIRE_ERROR(Tensor::randn({2}, {.dtype = kBool}), "randn: expected a floating point tensor (float32 or float64), got bool");
 }
 
-TEST_CASE("randint draws every integer of [low, high) evenly") {
+TEST_CASE("randint draws every integer from low to high - 1 evenly") {
   Generator g(11);
   Tensor r = Tensor::randint(-3, 4, {70000}, &g);
   REQUIRE(r.dtype() == kInt64);
