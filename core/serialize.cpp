@@ -3,13 +3,14 @@
 #include <nlohmann/json.hpp>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <random>
+#include <set>
 #include <sstream>
 
 namespace tapegrad {
@@ -39,6 +40,38 @@ std::optional<DType> parse_safetensors_dtype(const std::string& s) {
 // Checked multiplication of non-negative sizes.
 bool mul_overflows(uint64_t a, uint64_t b, uint64_t& out) { return __builtin_mul_overflow(a, b, &out); }
 
+// Whether a tensor of this shape can exist: the product of the dims, each counted as at least 1 (what
+// the strides multiply up to), fits in int64. A zero dim makes the element count 0 but not the strides.
+bool shape_fits(const Shape& shape) {
+  uint64_t acc = 1;
+  for (int64_t d : shape)
+    if (d < 0 || mul_overflows(acc, static_cast<uint64_t>(std::max<int64_t>(d, 1)), acc) ||
+        acc > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+      return false;
+  return true;
+}
+
+// Parses JSON, rejecting duplicate keys in any object (a plain parse would keep one of them silently).
+json parse_json_unique_keys(const char* begin, const char* end, const std::string& what) {
+  std::vector<std::set<std::string>> keys;  // one set per open object
+  json::parser_callback_t check = [&](int, json::parse_event_t event, json& value) {
+    if (event == json::parse_event_t::object_start) {
+      keys.emplace_back();
+    } else if (event == json::parse_event_t::object_end) {
+      keys.pop_back();
+    } else if (event == json::parse_event_t::key) {
+      TG_CHECK(keys.back().insert(value.get<std::string>()).second,
+               "load_safetensors: '{}' has a corrupt header: duplicate key '{}'", what, value.get<std::string>());
+    }
+    return true;
+  };
+  try {
+    return json::parse(begin, end, check);
+  } catch (const json::exception& e) {
+    fail("load_safetensors: '{}' has a corrupt header: {}", what, e.what());
+  }
+}
+
 }  // namespace
 
 const Tensor& SafetensorsFile::at(const std::string& name) const {
@@ -54,19 +87,37 @@ bool SafetensorsFile::contains(const std::string& name) const {
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail("read_file: cannot open '{}': {}", path, std::strerror(errno));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) fail("read_file: error reading '{}'", path);
-  return ss.str();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("read_file: cannot open '{}': {}", path, std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+    const int err = S_ISDIR(st.st_mode) ? EISDIR : errno;
+    ::close(fd);
+    fail("read_file: cannot open '{}': {}", path, std::strerror(err));
+  }
+  std::string out;
+  if (S_ISREG(st.st_mode)) out.reserve(static_cast<size_t>(st.st_size));
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      fail("read_file: error reading '{}': {}", path, std::strerror(err));
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
 }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   std::random_device rd;
   const std::string tmp = fmt::format("{}.tmp-{}-{:08x}", path, ::getpid(), rd());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) fail("save: cannot create '{}': {}", tmp, std::strerror(errno));
+  if (fd < 0) fail("save: cannot create a temporary file next to '{}': {}", path, std::strerror(errno));
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
@@ -75,19 +126,29 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
       const int err = errno;
       ::close(fd);
       ::unlink(tmp.c_str());
-      fail("save: cannot write '{}': {}", tmp, std::strerror(err));
+      fail("save: cannot write '{}': {}", path, std::strerror(err));
     }
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int err = errno;
+  // Close even when fsync fails, so the descriptor never leaks.
+  const int sync_err = ::fsync(fd) != 0 ? errno : 0;
+  const int close_err = ::close(fd) != 0 ? errno : 0;
+  if (sync_err || close_err) {
     ::unlink(tmp.c_str());
-    fail("save: cannot flush '{}': {}", tmp, std::strerror(err));
+    fail("save: cannot flush '{}': {}", path, std::strerror(sync_err ? sync_err : close_err));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
-    fail("save: cannot rename '{}' to '{}': {}", tmp, path, std::strerror(err));
+    fail("save: cannot replace '{}': {}", path, std::strerror(err));
+  }
+  // Make the rename itself durable (best effort: the data is already safe under one of the two names).
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
   }
 }
 
@@ -105,6 +166,7 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   for (const auto& [name, t] : tensors) {
     TG_CHECK(!header.contains(name), "save_safetensors: duplicate tensor name '{}'", name);
     TG_CHECK(name != "__metadata__", "save_safetensors: '__metadata__' is reserved");
+    TG_CHECK(t.defined(), "save_safetensors: tensor '{}' is undefined", name);
     Tensor c = t.detach().contiguous();
     const uint64_t n = static_cast<uint64_t>(c.numel()) * element_size(c.dtype());
     header[name] = {{"dtype", safetensors_dtype(c.dtype())}, {"shape", c.shape()}, {"data_offsets", {offset, offset + n}}};
@@ -130,12 +192,7 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& w
   for (int i = 0; i < 8; ++i) hn |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
   TG_CHECK(hn <= bytes.size() - 8, "load_safetensors: '{}' is truncated: header of {} bytes but only {} follow", what,
            hn, bytes.size() - 8);
-  json header;
-  try {
-    header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(hn));
-  } catch (const json::exception& e) {
-    fail("load_safetensors: '{}' has a corrupt header: {}", what, e.what());
-  }
+  const json header = parse_json_unique_keys(bytes.data() + 8, bytes.data() + 8 + hn, what);
   TG_CHECK(header.is_object(), "load_safetensors: '{}' has a corrupt header: expected a JSON object", what);
   const char* data = bytes.data() + 8 + hn;
   const uint64_t data_size = bytes.size() - 8 - hn;
@@ -168,6 +225,7 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& w
                "load_safetensors: '{}': tensor '{}' has an invalid shape", what, name);
       shape.push_back(static_cast<int64_t>(v));
     }
+    TG_CHECK(shape_fits(shape), "load_safetensors: '{}': tensor '{}' has an invalid shape", what, name);
     const json& off = e["data_offsets"];
     TG_CHECK(off[0].is_number_unsigned() && off[1].is_number_unsigned(),
              "load_safetensors: '{}': tensor '{}' has invalid data_offsets", what, name);
@@ -212,12 +270,17 @@ std::string npy_descr(DType t) {
 }  // namespace
 
 void save_npy(const std::string& path, const Tensor& t) {
+  TG_CHECK(t.defined(), "save_npy: the tensor is undefined");
   Tensor c = t.detach().contiguous();
   std::string shape;
   for (int64_t d : c.shape()) shape += fmt::format("{}, ", d);
   if (c.dim() > 1) shape.resize(shape.size() - 2);
   else if (c.dim() == 1) shape.resize(shape.size() - 1);
   std::string dict = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': ({}), }}", npy_descr(c.dtype()), shape);
+  // Like numpy.save: room for the first dim to grow to 21 digits in place, then spaces and a newline up
+  // to a multiple of 64 bytes; the same array gives the same bytes as numpy.
+  if (c.dim() > 0) dict.append(21 - fmt::format("{}", c.size(0)).size(), ' ');
+  TG_CHECK(dict.size() < 65000, "save_npy: a tensor of {} dims does not fit a .npy header", c.dim());
   const size_t total = 10 + dict.size() + 1;
   dict.append((64 - total % 64) % 64, ' ');
   dict.push_back('\n');
@@ -288,12 +351,18 @@ Tensor parse_npy(const std::string& bytes, const std::string& what) {
     TG_CHECK(!mul_overflows(count, d, count), "load_npy: '{}': invalid shape '{}'", what, field("shape"));
     shape.push_back(static_cast<int64_t>(d));
   }
+  TG_CHECK(shape_fits(shape), "load_npy: '{}': invalid shape '{}'", what, field("shape"));
   uint64_t nbytes = 0;
   TG_CHECK(!mul_overflows(count, element_size(dt), nbytes) && nbytes == bytes.size() - pos,
            "load_npy: '{}': expected {} bytes of data for shape {}, got {}", what, count * element_size(dt),
            shape_str(shape), bytes.size() - pos);
   Tensor t = Tensor::empty(shape, {.dtype = dt});
   if (nbytes) std::memcpy(t.data(), bytes.data() + pos, nbytes);
+  if (dt == DType::Bool) {
+    const uint8_t* p = static_cast<const uint8_t*>(t.data());
+    for (uint64_t i = 0; i < count; ++i)
+      TG_CHECK(p[i] <= 1, "load_npy: '{}': bool array holds a value other than 0 or 1", what);
+  }
   return t;
 }
 

@@ -38,7 +38,9 @@ void save_npy(const std::string& path, const Tensor& t);
 Tensor load_npy(const std::string& path);
 Tensor parse_npy(const std::string& bytes, const std::string& what = "<memory>");
 
-// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+// Writes `bytes` to `path` atomically (temporary file "<path>.tmp-<pid>-<random>" in the same directory,
+// fsync, rename over `path`, fsync of the directory). On failure it throws "save: cannot ... '<path>':
+// <reason>", removes the temporary file and leaves whatever was at `path` untouched.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 // The whole file; throws "read_file: cannot open '<path>': <reason>" when it cannot.
 std::string read_file(const std::string& path);

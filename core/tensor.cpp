@@ -116,7 +116,8 @@ Tensor Tensor::linspace(double start, double end, int64_t steps, TensorOptions o
     T* p = t.data_ptr<T>();
     const double step = steps > 1 ? (end - start) / static_cast<double>(steps - 1) : 0.0;
     // Like PyTorch: the second half counts back from `end`, so both ends are exact.
-    const int64_t half = steps / 2;
+    // One step gives `start`, like PyTorch (the formula below would give `end`).
+    const int64_t half = steps == 1 ? 1 : steps / 2;
     for (int64_t i = 0; i < steps; ++i)
       p[i] = static_cast<T>(i < half ? start + step * static_cast<double>(i)
                                      : end - step * static_cast<double>(steps - i - 1));
@@ -183,6 +184,7 @@ int64_t Tensor::size(int64_t dim) const { return shape()[wrap_dim(dim, this->dim
 int64_t Tensor::stride(int64_t dim) const { return strides()[wrap_dim(dim, this->dim(), "stride")]; }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // like PyTorch: no element is out of place
   int64_t expected = 1;
   for (int64_t d = dim() - 1; d >= 0; --d) {
     if (shape()[d] == 1) continue;
