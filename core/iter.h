@@ -198,6 +198,23 @@ Tensor map_ternary(const Tensor& a, const Tensor& b, const Tensor& c, DType out_
   return out;
 }
 
+// dst[i] = f(src[i]) (dst is written, never read; src broadcast to dst's shape).
+template <typename TD, typename TS, typename F>
+void assign(const Tensor& dst, const Tensor& src, F f) {
+  auto g = make_geometry<2>(dst.shape(), {static_cast<char*>(dst.data()), static_cast<char*>(src.data())},
+                            {dst.strides(), broadcast_strides(src, dst.shape())}, {sizeof(TD), sizeof(TS)});
+  for_each_run<2>(g, [&](const std::array<char*, 2>& p, const std::array<int64_t, 2>& s, int64_t n) {
+    if (s[0] == static_cast<int64_t>(sizeof(TD)) && s[1] == static_cast<int64_t>(sizeof(TS))) {
+      TD* d = reinterpret_cast<TD*>(p[0]);
+      const TS* x = reinterpret_cast<const TS*>(p[1]);
+      for (int64_t i = 0; i < n; ++i) d[i] = f(x[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i)
+        *reinterpret_cast<TD*>(p[0] + i * s[0]) = f(*reinterpret_cast<const TS*>(p[1] + i * s[1]));
+    }
+  });
+}
+
 // dst[i] = f(dst[i], src[i]) in place, src broadcast to dst's shape (dst may be non-contiguous).
 template <typename TD, typename TS, typename F>
 void apply_inplace(const Tensor& dst, const Tensor& src, F f) {

@@ -246,7 +246,7 @@ namespace {
 void copy_kernel(const Tensor& dst, const Tensor& src) {
   dispatch_all(dst.dtype(), [&]<typename D>() {
     dispatch_all(src.dtype(), [&]<typename S>() {
-      detail::apply_inplace<D, S>(dst, src, [](D, S s) { return static_cast<D>(s); });
+      detail::assign<D, S>(dst, src, [](S s) { return static_cast<D>(s); });
     });
   });
 }

@@ -438,7 +438,7 @@ Tensor& inplace_recorded(Tensor& self, const Tensor& result, std::string_view op
     autograd::NoGradGuard ng;
     dispatch_all(self.dtype(), [&]<typename T>() {
       const Tensor r = result.to(self.dtype());
-      detail::apply_inplace<T, T>(self, r, [](T, T v) { return v; });
+      detail::assign<T, T>(self, r, [](T v) { return v; });
     });
   }
   self.storage()->bump_version();
