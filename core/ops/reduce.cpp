@@ -117,8 +117,24 @@ Tensor mean(const Tensor& x, const Shape& dims, bool keepdim) {
            "mean: mean(): could not infer output dtype. Input dtype must be either a floating point or complex dtype. "
            "Got: {}",
            dtype_name(x.dtype()));
-  // Composed from sum, so its backward (and double backward) come for free.
-  return sum(x, dims, keepdim) / static_cast<double>(plan.red_numel);
+  Tensor out;
+  {
+    autograd::NoGradGuard ng;
+    out = sum(x, dims, keepdim) / static_cast<double>(plan.red_numel);
+  }
+  // d/dx = g / n broadcast back over the reduced dims (composed: double backward works).
+  const Shape in_shape = x.shape();
+  const auto reduced = plan.reduced;
+  const auto n = static_cast<double>(plan.red_numel);
+  autograd::record("mean", {x}, {out}, {}, [in_shape, reduced, keepdim, n](Context& ctx) -> Grads {
+    Tensor g = ctx.grad();
+    if (!keepdim) {
+      for (size_t d = 0; d < reduced.size(); ++d)
+        if (reduced[d]) g = g.unsqueeze(static_cast<int64_t>(d));
+    }
+    return {g.expand(in_shape) / n};
+  });
+  return out;
 }
 
 Tensor Tensor::mean() const { return tapegrad::mean(*this); }

@@ -119,16 +119,23 @@ Tensor Tensor::permute(const Shape& dims) const {
 }
 
 Tensor Tensor::transpose(int64_t d0, int64_t d1) const {
-  Shape order(static_cast<size_t>(dim()));
-  std::iota(order.begin(), order.end(), 0);
   if (dim() == 0) return *this;
-  std::swap(order[wrap_dim(d0, dim(), "transpose")], order[wrap_dim(d1, dim(), "transpose")]);
-  return permute(order);
+  d0 = wrap_dim(d0, dim(), "transpose");
+  d1 = wrap_dim(d1, dim(), "transpose");
+  Shape s = shape(), st = strides();
+  std::swap(s[d0], s[d1]);
+  std::swap(st[d0], st[d1]);
+  Tensor out = make_view(*this, s, st, offset());
+  autograd::record("transpose", {*this}, {out}, {}, [d0, d1](Context& ctx) -> Grads { return {ctx.grad().transpose(d0, d1)}; });
+  return out;
 }
 
 Tensor Tensor::t() const {
   TG_CHECK(dim() <= 2, "t: t() expects a tensor with <= 2 dimensions, but self is {}D", dim());
-  return dim() < 2 ? *this : transpose(0, 1);
+  if (dim() < 2) return *this;
+  Tensor out = make_view(*this, {shape()[1], shape()[0]}, {strides()[1], strides()[0]}, offset());
+  autograd::record("t", {*this}, {out}, {}, [](Context& ctx) -> Grads { return {ctx.grad().t()}; });
+  return out;
 }
 
 Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const {
