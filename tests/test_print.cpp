@@ -95,7 +95,7 @@ TEST_CASE("printing records nothing on the tape and does not copy big tensors") 
   REQUIRE(autograd::tape({y}).size() == before);
   REQUIRE(s ==
           "tensor([[1., 1., 1.],\n        [1., 1., 1.],\n        [1., 1., 1.],\n        ...,\n        [1., 1., 1.],\n"
-          "        [1., 1., 1.],\n        [1., 1., 1.]], grad_fn=<PermuteBackward0>)");
+          "        [1., 1., 1.],\n        [1., 1., 1.]], grad_fn=<TBackward0>)");
 }
 
 TEST_CASE("an undefined tensor prints as such") { REQUIRE(Tensor().str() == "tensor(undefined)"); }
