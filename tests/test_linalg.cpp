@@ -295,6 +295,23 @@ TEST_CASE("linear: one node on the tape; gradcheck and gradgradcheck") {
   REQUIRE(gradcheck(f, {randn64({6, 4}, 11, false), randn64({5, 4}, 12), randn64({5}, 13, false)}));
 }
 
+TEST_CASE("linear: forward and gradients equal the composed matmul(x, W^T) + b") {
+  for (const Shape& xs : {Shape{4}, Shape{6, 4}, Shape{2, 3, 4}}) {
+    INFO(shape_str(xs));
+    const Tensor x0 = randn64(xs, 1), w0 = randn64({5, 4}, 2), b0 = randn64({5}, 3);
+    auto grads = [&](bool fused) {
+      const Tensor x = x0.detach().requires_grad_(), w = w0.detach().requires_grad_(), b = b0.detach().requires_grad_();
+      const Tensor y = fused ? linear(x, w, b) : matmul(x, w.t()) + b;
+      const Tensor up = randn64(y.shape(), 5, false);
+      auto g = autograd::grad({(y * up).sum()}, {x, w, b});
+      g.insert(g.begin(), y.detach());
+      return g;
+    };
+    const auto fused = grads(true), composed = grads(false);
+    for (size_t i = 0; i < fused.size(); ++i) require_close(fused[i], composed[i], 1e-12, 1e-12);
+  }
+}
+
 TEST_CASE("linear: errors") {
   REQUIRE_ERROR(linear(Tensor::ones({2, 4}), Tensor::ones({5, 3})),
                 "linear: mat1 and mat2 shapes cannot be multiplied (2x4 and 3x5)");

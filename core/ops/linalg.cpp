@@ -370,7 +370,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const Shape x_shape = x.shape();
   const bool bias_vector = bias.defined() && bias.dim() == 1 && bias.shape()[0] == out_features;
   // saved: input, weight.  Over the flattened leading dims (rows):
-  //   dX = dY W ; dW = dY^T X ; db = sum of dY over rows
+  //   dX = dY W ; dW = dY^T X ; db = sum of dY over rows (a bias of another shape: the engine sums dY)
   autograd::record(
       "linear", {x, w, bias}, {out}, {x, w},
       [rows, k, out_features, x_shape, bias_vector](Context& ctx) -> Grads {
@@ -378,7 +378,9 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
         Tensor gx, gw, gb;
         if (ctx.needs_grad(0)) gx = matmul(g, ctx.saved(1)).reshape(x_shape);          // (rows, in)
         if (ctx.needs_grad(1)) gw = matmul(g.t(), ctx.saved(0).reshape({rows, k}));   // (out, in)
-        if (ctx.needs_grad(2)) gb = bias_vector ? g.sum({0}) : ctx.grad();           // the engine reduces the rest
+        // db = dY^T 1: the column sums as one GEMV, reading dY row by row.
+        if (ctx.needs_grad(2))
+          gb = bias_vector ? matmul(g.t(), Tensor::ones({rows}, {.dtype = g.dtype()})) : ctx.grad();
         return {gx, gw, gb};
       },
       {"input", "weight"});
