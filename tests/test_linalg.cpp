@@ -120,7 +120,8 @@ TEST_CASE("matmul: vectors, folding and batches against a naive GEMM") {
     for (const Case& c : {Case{{7}, {7}}, Case{{65}, {65}}, Case{{1}, {1}}, Case{{3, 7}, {7}}, Case{{7}, {7, 3}},
                           Case{{65}, {65, 1}}, Case{{2, 3, 7}, {7, 5}}, Case{{2, 3, 7}, {7}}, Case{{7}, {2, 7, 3}},
                           Case{{3, 7}, {4, 7, 5}}, Case{{4, 3, 7}, {4, 7, 5}}, Case{{2, 1, 3, 7}, {5, 7, 1}},
-                          Case{{1, 3, 1, 7}, {2, 1, 7, 65}}, Case{{9, 2, 2}, {9, 2, 2}}, Case{{40, 3, 7}, {40, 7, 5}}}) {
+                          Case{{1, 3, 1, 7}, {2, 1, 7, 65}}, Case{{9, 2, 2}, {9, 2, 2}},
+                          Case{{40, 3, 7}, {40, 7, 5}}}) {
       INFO(shape_str(c.a) << " @ " << shape_str(c.b) << " " << dtype_name(dt));
       const Tensor a = randn(c.a, dt, seed++), b = randn(c.b, dt, seed++);
       const Tensor ref = naive_matmul(a, b);

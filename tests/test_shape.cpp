@@ -17,7 +17,9 @@ namespace {
 using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 
 // 0, 1, 2, ... in float64 with the given shape.
-Tensor iota(const Shape& s) { return Tensor::arange(0, static_cast<double>(numel_of(s)), 1, {.dtype = kFloat64}).view(s); }
+Tensor iota(const Shape& s) {
+  return Tensor::arange(0, static_cast<double>(numel_of(s)), 1, {.dtype = kFloat64}).view(s);
+}
 
 Tensor i64(const std::vector<int64_t>& v, const Shape& s) { return Tensor::from_vector(v, s); }
 
@@ -295,8 +297,9 @@ TEST_CASE("cat matches PyTorch") {
 TEST_CASE("cat: gradients, including a cast input") {
   REQUIRE(gradcheck([](const std::vector<Tensor>& x) { return cat({x[0], x[1], x[0]}, 1); },
                     {randn64({2, 3}, 1), randn64({2, 2}, 2)}));
-  REQUIRE(gradcheck([](const std::vector<Tensor>& x) { return cat({x[0], Tensor::ones({1, 3}, {.dtype = kFloat64}), x[1]}, 0); },
-                    {randn64({2, 3}, 3), randn64({1, 3}, 4)}));
+  REQUIRE(gradcheck(
+      [](const std::vector<Tensor>& x) { return cat({x[0], Tensor::ones({1, 3}, {.dtype = kFloat64}), x[1]}, 0); },
+      {randn64({2, 3}, 3), randn64({1, 3}, 4)}));
   REQUIRE(gradgradcheck([](const std::vector<Tensor>& x) { Tensor c = cat({x[0], x[1]}, -1); return c * c; },
                         {randn64({2, 3}, 5), randn64({2, 1}, 6)}));
   Tensor a = Tensor::of({1.0, 2.0}, {.requires_grad = true});  // float32, cat into float64
@@ -335,7 +338,8 @@ TEST_CASE("stack matches PyTorch") {
   REQUIRE_ERROR(stack({}), "stack: stack expects a non-empty TensorList");
   REQUIRE_ERROR(stack({iota({2, 3}), iota({3})}),
                 "stack: stack expects each tensor to be equal size, but got [2, 3] at entry 0 and [3] at entry 1");
-  REQUIRE_ERROR(stack({iota({2, 3})}, 3), "stack: Dimension out of range (expected to be in range of [-3, 2], but got 3)");
+  REQUIRE_ERROR(stack({iota({2, 3})}, 3),
+                "stack: Dimension out of range (expected to be in range of [-3, 2], but got 3)");
 }
 
 TEST_CASE("split and chunk: views matching PyTorch") {
@@ -369,8 +373,10 @@ TEST_CASE("split and chunk: views matching PyTorch") {
   REQUIRE(split(iota({2, 5}), 2, -1).back().shape() == Shape{2, 1});
 
   // Gradients flow through every piece (the slices' backward), also to second order.
-  REQUIRE(gradcheck(GradcheckFn([](const std::vector<Tensor>& in) { return split(in[0], 2, 1); }), {randn64({3, 5}, 1)}));
-  REQUIRE(gradcheck(GradcheckFn([](const std::vector<Tensor>& in) { return chunk(in[0], 3, 0); }), {randn64({7, 2}, 2)}));
+  REQUIRE(gradcheck(GradcheckFn([](const std::vector<Tensor>& in) { return split(in[0], 2, 1); }),
+                    {randn64({3, 5}, 1)}));
+  REQUIRE(gradcheck(GradcheckFn([](const std::vector<Tensor>& in) { return chunk(in[0], 3, 0); }),
+                    {randn64({7, 2}, 2)}));
   REQUIRE(gradcheck([](const std::vector<Tensor>& in) {
     auto p = split(in[0], {1, 3, 1}, 0);
     return p[2] * p[0] - p[1].sum({0}, true);
@@ -381,7 +387,8 @@ TEST_CASE("split and chunk: views matching PyTorch") {
   }, {randn64({3, 4}, 4)}));
 
   REQUIRE_ERROR(split(iota({2, 3}), -1), "split: split expects split_size be non-negative, but got split_size=-1");
-  REQUIRE_ERROR(split(iota({2, 3}), 0), "split: split_size can only be 0 if dimension size is 0, but got dimension size of 2");
+  REQUIRE_ERROR(split(iota({2, 3}), 0),
+                "split: split_size can only be 0 if dimension size is 0, but got dimension size of 2");
   REQUIRE_ERROR(split(Tensor::scalar(1), 1), "split: split expects at least a 1-dimensional tensor");
   REQUIRE_ERROR(split(iota({2, 3}), {1, 1}, 1),
                 "split: split_with_sizes expects split_sizes to sum exactly to 3 (input tensor's size at dimension 1), "
@@ -391,7 +398,8 @@ TEST_CASE("split and chunk: views matching PyTorch") {
                 "split_sizes=[1, -1, 3]");
   REQUIRE_ERROR(chunk(iota({2, 3}), 0), "chunk: chunk expects `chunks` to be greater than 0, got: 0");
   REQUIRE_ERROR(chunk(Tensor::scalar(1), 2), "chunk: chunk expects at least a 1-dimensional tensor");
-  REQUIRE_ERROR(chunk(iota({2, 3}), 2, 2), "chunk: Dimension out of range (expected to be in range of [-2, 1], but got 2)");
+  REQUIRE_ERROR(chunk(iota({2, 3}), 2, 2),
+                "chunk: Dimension out of range (expected to be in range of [-2, 1], but got 2)");
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -513,13 +521,16 @@ TEST_CASE("index_select and index_add: errors") {
   const Tensor x = iota({2, 3});
   REQUIRE_ERROR(index_select(x, 1, i64({0, 3}, {2})), "index_select: index out of range in self");
   REQUIRE_ERROR(index_select(x, 1, i64({-1}, {1})), "index_select: index out of range in self");
-  REQUIRE_ERROR(index_select(x, 1, i64({0, 1}, {1, 2})), "index_select: index_select(): Index is supposed to be a vector");
-  REQUIRE_ERROR(index_select(x, 1, Tensor::of({0.0, 1.0})), "index_select: index_select(): Expected dtype int64 for index");
+  REQUIRE_ERROR(index_select(x, 1, i64({0, 1}, {1, 2})),
+                "index_select: index_select(): Index is supposed to be a vector");
+  REQUIRE_ERROR(index_select(x, 1, Tensor::of({0.0, 1.0})),
+                "index_select: index_select(): Expected dtype int64 for index");
   REQUIRE_ERROR(index_select(x, 2, i64({0}, {1})),
                 "index_select: Dimension out of range (expected to be in range of [-2, 1], but got 2)");
   REQUIRE_ERROR(index_add(x, 1, i64({0, 3}, {2}), iota({2, 2})), "index_add: index out of range in self");
   REQUIRE_ERROR(index_add(x, 1, i64({0, 1}, {1, 2}), iota({2, 2})),
-                "index_add: index_add_(): Index is supposed to be a vector, but got dim: 2 with type: Long and size: [1, 2]");
+                "index_add: index_add_(): Index is supposed to be a vector, but got dim: 2 with type: Long and size: "
+                "[1, 2]");
   REQUIRE_ERROR(index_add(x, 1, Tensor::of({0.0, 1.0}), iota({2, 2})),
                 "index_add: index_add_(): Expected dtype int32/int64 for index but got: Float");
   REQUIRE_ERROR(index_add(x, 1, i64({0, 1}, {2}), iota({2, 2}).to(kFloat32)),
@@ -561,7 +572,8 @@ TEST_CASE("gather and scatter_add: against naive loops on odd, strided and threa
   };
   for (const Case& c : {Case{{3, 7}, {3, 1}, {3, 2}, 1}, Case{{5, 3, 2}, {7, 3, 1}, {7, 3, 2}, 0},
                         Case{{4, 6, 5}, {3, 9, 5}, {4, 9, 5}, 1}, Case{{1}, {3}, {3}, 0},
-                        Case{{64, 40, 30}, {64, 40, 17}, {64, 40, 17}, 2}, Case{{300, 200}, {500, 200}, {500, 200}, 0}}) {
+                        Case{{64, 40, 30}, {64, 40, 17}, {64, 40, 17}, 2},
+                        Case{{300, 200}, {500, 200}, {500, 200}, 0}}) {
     const Tensor x = randn64(c.x, 1, false);
     const Tensor idx = random_index(c.x[c.dim], c.index, 2);
     require_close(gather(x, c.dim, idx), naive_gather(x, c.dim, idx), 0, 0);
@@ -601,14 +613,17 @@ TEST_CASE("gather and scatter_add: errors") {
   const Tensor x = iota({2, 3});
   REQUIRE_ERROR(gather(x, 1, i64({0, 3}, {1, 2})), "gather: index 3 is out of bounds for dimension 1 with size 3");
   REQUIRE_ERROR(gather(x, 1, i64({0, -1}, {1, 2})), "gather: index -1 is out of bounds for dimension 1 with size 3");
-  REQUIRE_ERROR(gather(x, 1, i64({0, 1}, {2})), "gather: Index tensor must have the same number of dimensions as input tensor");
+  REQUIRE_ERROR(gather(x, 1, i64({0, 1}, {2})),
+                "gather: Index tensor must have the same number of dimensions as input tensor");
   REQUIRE_ERROR(gather(x, 1, i64({0, 1, 0, 1, 0, 1}, {3, 2})),
                 "gather: Size does not match at dimension 0 expected index [3, 2] to be smaller than self [2, 3] apart "
                 "from dimension 1");
   REQUIRE_ERROR(gather(x, 1, Tensor::of({{0.0, 1.0}})), "gather: gather(): Expected dtype int64 for index");
-  REQUIRE_ERROR(gather(x, 2, i64({0}, {1, 1})), "gather: Dimension out of range (expected to be in range of [-2, 1], but got 2)");
+  REQUIRE_ERROR(gather(x, 2, i64({0}, {1, 1})),
+                "gather: Dimension out of range (expected to be in range of [-2, 1], but got 2)");
   const Tensor src = iota({2, 2});
-  REQUIRE_ERROR(scatter_add(x, 1, i64({0, 3}, {1, 2}), src), "scatter_add: index 3 is out of bounds for dimension 1 with size 3");
+  REQUIRE_ERROR(scatter_add(x, 1, i64({0, 3}, {1, 2}), src),
+                "scatter_add: index 3 is out of bounds for dimension 1 with size 3");
   REQUIRE_ERROR(scatter_add(x, 1, i64({0, 1}, {1, 2}), iota({1, 1})),
                 "scatter_add: Expected index [1, 2] to be smaller than self [2, 3] apart from dimension 1 and to be "
                 "smaller size than src [1, 1]");
@@ -621,7 +636,8 @@ TEST_CASE("gather and scatter_add: errors") {
                 "scatter_add: Index tensor must have the same number of dimensions as src tensor");
   REQUIRE_ERROR(scatter_add(x, 1, i64({0, 1}, {1, 2}), src.to(kFloat32)),
                 "scatter_add: scatter(): Expected self.dtype to be equal to src.dtype");
-  REQUIRE_ERROR(scatter_add(x, 1, Tensor::of({{0.0, 1.0}}), src), "scatter_add: scatter(): Expected dtype int64 for index");
+  REQUIRE_ERROR(scatter_add(x, 1, Tensor::of({{0.0, 1.0}}), src),
+                "scatter_add: scatter(): Expected dtype int64 for index");
 }
 
 TEST_CASE("one_hot matches PyTorch") {

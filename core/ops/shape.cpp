@@ -199,7 +199,8 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
   const Shape& s0 = tensors[0].shape();
   DType dt = tensors[0].dtype();
   for (size_t i = 1; i < tensors.size(); ++i) {
-    TG_CHECK(tensors[i].shape() == s0, "stack: stack expects each tensor to be equal size, but got {} at entry 0 and {} at entry {}",
+    TG_CHECK(tensors[i].shape() == s0,
+             "stack: stack expects each tensor to be equal size, but got {} at entry 0 and {} at entry {}",
              shape_list(s0), shape_list(tensors[i].shape()), i);
     dt = promote_types(dt, tensors[i].dtype());
   }
@@ -242,13 +243,14 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, in
   const int64_t n = x.shape()[dim];
   int64_t total = 0;
   for (int64_t s : sizes) {
-    TG_CHECK(s >= 0, "split: split_with_sizes expects split_sizes have only non-negative entries, but got split_sizes={}",
+    TG_CHECK(s >= 0,
+             "split: split_with_sizes expects split_sizes have only non-negative entries, but got split_sizes={}",
              shape_list(sizes));
     total += s;
   }
   TG_CHECK(total == n,
-           "split: split_with_sizes expects split_sizes to sum exactly to {} (input tensor's size at dimension {}), but "
-           "got split_sizes={}",
+           "split: split_with_sizes expects split_sizes to sum exactly to {} (input tensor's size at dimension {}), "
+           "but got split_sizes={}",
            n, dim, shape_list(sizes));
   std::vector<Tensor> out;
   out.reserve(sizes.size());
@@ -371,7 +373,8 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor
            index.dim(), scalar_type_name(index.dtype()), shape_list(index.shape()));
   TG_CHECK(index.dtype() == kInt64, "index_add: index_add_(): Expected dtype int32/int64 for index but got: {}",
            scalar_type_name(index.dtype()));
-  TG_CHECK(x.dtype() == src.dtype(), "index_add: index_add_(): self ({}) and source ({}) must have the same scalar type",
+  TG_CHECK(x.dtype() == src.dtype(),
+           "index_add: index_add_(): self ({}) and source ({}) must have the same scalar type",
            scalar_type_name(x.dtype()), scalar_type_name(src.dtype()));
   const Shape xs = nonempty_shape(x), ss = nonempty_shape(src);
   TG_CHECK(ss.size() != xs.size() || index.numel() == ss[dim],
