@@ -13,8 +13,8 @@ echo "$ours"
 echo
 echo "$theirs"
 echo
-# Column 2 from the end is the rate (GB/s or GFLOP/s) of the row whose label starts the line.
-rate() { grep -F "$2" <<<"$1" | head -1 | awk '{print $(NF-1)}'; }
+# The rate (the number before GB/s or GFLOP/s) on the first line containing $2.
+rate() { grep -F "$2" <<<"$1" | head -1 | sed -E 's#.* ([0-9.]+) (GB/s|GFLOP/s).*#\1#'; }
 printf '%-30s %12s %12s %12s\n' "" "tapegrad" "PyTorch" "ceiling"
 printf '%-30s %12s %12s %12s\n' "add 16M float32 (GB/s)" "$(rate "$ours" "add 16M")" "$(rate "$theirs" "add 16M")" \
   "$(rate "$ours" "OpenMP triad") triad"
