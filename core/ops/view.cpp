@@ -4,6 +4,7 @@
 #include "elementwise.h"
 #include "reduce.h"
 
+#include <functional>
 #include <numeric>
 
 namespace tapegrad {
@@ -39,6 +40,7 @@ Shape infer_shape(const Shape& requested, int64_t numel, std::string_view op) {
 std::optional<Shape> view_strides(const Shape& shape, const Shape& strides, const Shape& new_shape) {
   Shape out(new_shape.size());
   if (numel_of(shape) == 0) return contiguous_strides(new_shape);
+  if (shape.empty()) return Shape(new_shape.size(), 1);  // a 0-dim tensor: every new dim has size 1
   int64_t view_d = static_cast<int64_t>(new_shape.size()) - 1;
   int64_t chunk_base_stride = strides.empty() ? 1 : strides.back();
   int64_t tensor_numel = 1, view_numel = 1;
@@ -66,6 +68,19 @@ std::optional<Shape> view_strides(const Shape& shape, const Shape& strides, cons
 Tensor record_reshape_like(const char* name, const Tensor& in, Tensor out) {
   const Shape in_shape = in.shape();
   autograd::record(name, {in}, {out}, {}, [in_shape](Context& ctx) -> Grads { return {ctx.grad().reshape(in_shape)}; });
+  return out;
+}
+
+// The gradient of a view that picks part of its input (slice, select): zeros of the input's shape
+// with g written where the view was. Recorded itself, so that a create_graph backward can
+// differentiate through it: its own backward takes the same view of the incoming gradient.
+Tensor embed_grad(const Tensor& g, const Shape& in_shape, std::function<Tensor(const Tensor&)> pick) {
+  Tensor out = Tensor::zeros(in_shape, {.dtype = g.dtype()});
+  {
+    autograd::NoGradGuard ng;
+    pick(out).copy_(g);
+  }
+  autograd::record("embed_grad", {g}, {out}, {}, [pick](Context& ctx) -> Grads { return {pick(ctx.grad())}; });
   return out;
 }
 
@@ -152,10 +167,7 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
   Tensor out = make_view(*this, s, st, offset() + start * strides()[d]);
   const Shape in_shape = shape();
   autograd::record("slice", {*this}, {out}, {}, [in_shape, d, start, end, step](Context& ctx) -> Grads {
-    Tensor g = Tensor::zeros(in_shape, {.dtype = ctx.grad().dtype()});
-    autograd::NoGradGuard ng;
-    g.slice(d, start, end, step).copy_(ctx.grad());
-    return {g};
+    return {embed_grad(ctx.grad(), in_shape, [=](const Tensor& t) { return t.slice(d, start, end, step); })};
   });
   return out;
 }
@@ -184,10 +196,7 @@ Tensor Tensor::select(int64_t d, int64_t index) const {
   Tensor out = make_view(*this, s, st, offset() + index * strides()[d]);
   const Shape in_shape = shape();
   autograd::record("select", {*this}, {out}, {}, [in_shape, d, index](Context& ctx) -> Grads {
-    Tensor g = Tensor::zeros(in_shape, {.dtype = ctx.grad().dtype()});
-    autograd::NoGradGuard ng;
-    g.select(d, index).copy_(ctx.grad());
-    return {g};
+    return {embed_grad(ctx.grad(), in_shape, [=](const Tensor& t) { return t.select(d, index); })};
   });
   return out;
 }
