@@ -55,6 +55,18 @@ Tensor unary_floating(const Tensor& a, std::string_view op, F f) {
 
 Tensor scalar_like(double v, const Tensor& t) { return Tensor::scalar(v, t.dtype()); }
 
+namespace {
+// How a C++ number enters an operator with tensor t (PyTorch's wrapped scalars): it takes t's dtype,
+// except that a fractional number next to an integer or bool tensor is float32 (int64 tensor * 2.5 is
+// float32 [2.5, 5.0], not a truncated int64 product) and an integral number next to a bool tensor is
+// int64 (mask + 1 counts, like PyTorch).
+Tensor wrap_scalar(double v, const Tensor& t) {
+  if (is_floating(t.dtype())) return Tensor::scalar(v, t.dtype());
+  if (!std::isfinite(v) || std::trunc(v) != v) return Tensor::scalar(v, kFloat32);
+  return Tensor::scalar(v, t.dtype() == kBool ? kInt64 : t.dtype());
+}
+}  // namespace
+
 // ---- add / sub ----
 
 Tensor add(const Tensor& a, const Tensor& b, double alpha) {
@@ -128,14 +140,14 @@ Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
-Tensor operator+(const Tensor& a, double b) { return add(a, scalar_like(b, a)); }
-Tensor operator-(const Tensor& a, double b) { return sub(a, scalar_like(b, a)); }
-Tensor operator*(const Tensor& a, double b) { return mul(a, scalar_like(b, a)); }
-Tensor operator/(const Tensor& a, double b) { return div(a, scalar_like(b, a)); }
-Tensor operator+(double a, const Tensor& b) { return add(scalar_like(a, b), b); }
-Tensor operator-(double a, const Tensor& b) { return sub(scalar_like(a, b), b); }
-Tensor operator*(double a, const Tensor& b) { return mul(scalar_like(a, b), b); }
-Tensor operator/(double a, const Tensor& b) { return div(scalar_like(a, b), b); }
+Tensor operator+(const Tensor& a, double b) { return add(a, wrap_scalar(b, a)); }
+Tensor operator-(const Tensor& a, double b) { return sub(a, wrap_scalar(b, a)); }
+Tensor operator*(const Tensor& a, double b) { return mul(a, wrap_scalar(b, a)); }
+Tensor operator/(const Tensor& a, double b) { return div(a, wrap_scalar(b, a)); }
+Tensor operator+(double a, const Tensor& b) { return add(wrap_scalar(a, b), b); }
+Tensor operator-(double a, const Tensor& b) { return sub(wrap_scalar(a, b), b); }
+Tensor operator*(double a, const Tensor& b) { return mul(wrap_scalar(a, b), b); }
+Tensor operator/(double a, const Tensor& b) { return div(wrap_scalar(a, b), b); }
 Tensor Tensor::operator-() const { return neg(*this); }
 
 Tensor eq(const Tensor& a, const Tensor& b) { return compare(a, b, "eq", [](auto x, auto y) { return x == y; }); }
@@ -161,12 +173,12 @@ Tensor operator<(const Tensor& a, const Tensor& b) { return lt(a, b); }
 Tensor operator<=(const Tensor& a, const Tensor& b) { return le(a, b); }
 Tensor operator>(const Tensor& a, const Tensor& b) { return gt(a, b); }
 Tensor operator>=(const Tensor& a, const Tensor& b) { return ge(a, b); }
-Tensor operator==(const Tensor& a, double b) { return eq(a, scalar_like(b, a)); }
-Tensor operator!=(const Tensor& a, double b) { return ne(a, scalar_like(b, a)); }
-Tensor operator<(const Tensor& a, double b) { return lt(a, scalar_like(b, a)); }
-Tensor operator<=(const Tensor& a, double b) { return le(a, scalar_like(b, a)); }
-Tensor operator>(const Tensor& a, double b) { return gt(a, scalar_like(b, a)); }
-Tensor operator>=(const Tensor& a, double b) { return ge(a, scalar_like(b, a)); }
+Tensor operator==(const Tensor& a, double b) { return eq(a, wrap_scalar(b, a)); }
+Tensor operator!=(const Tensor& a, double b) { return ne(a, wrap_scalar(b, a)); }
+Tensor operator<(const Tensor& a, double b) { return lt(a, wrap_scalar(b, a)); }
+Tensor operator<=(const Tensor& a, double b) { return le(a, wrap_scalar(b, a)); }
+Tensor operator>(const Tensor& a, double b) { return gt(a, wrap_scalar(b, a)); }
+Tensor operator>=(const Tensor& a, double b) { return ge(a, wrap_scalar(b, a)); }
 
 // ---- unary math ----
 
