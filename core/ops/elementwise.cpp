@@ -364,15 +364,17 @@ Tensor pow(const Tensor& a, const Tensor& e) {
 // ---- maximum / minimum / where ----
 
 namespace {
-// Backward of maximum/minimum: the gradient goes to the chosen input; ties split it evenly.
+// Backward of maximum/minimum: the gradient goes to the chosen input; ties split it evenly. An input
+// gets nothing only where the other one strictly wins, so where a NaN is involved both get the
+// gradient, as PyTorch.
 Grads select_grads(Context& ctx, bool is_max) {
   const Tensor a = ctx.saved(0), b = ctx.saved(1);
   const Tensor& g = ctx.grad();
   const Tensor a_wins = is_max ? a > b : a < b;
-  const Tensor tie = a == b;
-  const Tensor half = g * 0.5;
+  const Tensor b_wins = is_max ? a < b : a > b;
+  const Tensor shared = where(a == b, g * 0.5, g);
   const Tensor zero = scalar_like(0, g);
-  return {where(a_wins, g, where(tie, half, zero)), where(a_wins, zero, where(tie, half, g))};
+  return {where(b_wins, zero, shared), where(a_wins, zero, shared)};
 }
 }  // namespace
 
