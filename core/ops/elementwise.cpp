@@ -448,6 +448,8 @@ Tensor& inplace_recorded(Tensor& self, const Tensor& result, std::string_view op
   TG_CHECK(!self.impl().is_view || !self.requires_grad(),
            "{}: in-place operation on a view of a tensor that requires grad is not supported; use the out-of-place op",
            op);
+  TG_CHECK(result.shape() == self.shape(), "{}: output with shape {} doesn't match the broadcast shape {}", op,
+           shape_list(self.shape()), shape_list(result.shape()));
   {
     autograd::NoGradGuard ng;
     dispatch_all(self.dtype(), [&]<typename T>() {
