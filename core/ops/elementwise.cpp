@@ -521,8 +521,9 @@ Tensor& Tensor::zero_() { return fill_(0); }
 
 Tensor& Tensor::clamp_(std::optional<double> lo, std::optional<double> hi) {
   check_inplace(*this, "clamp_");
+  // clamp saves its input for backward: give it a copy, since self is about to be overwritten.
+  if (autograd::needs_grad({*this})) return inplace_recorded(*this, tapegrad::clamp(this->clone(), lo, hi), "clamp_");
   Tensor r = tapegrad::clamp(*this, lo, hi);
-  if (autograd::needs_grad({*this})) return inplace_recorded(*this, r, "clamp_");
   autograd::NoGradGuard ng;
   return copy_(r);
 }
