@@ -480,31 +480,49 @@ Tensor& inplace_plain(Tensor& self, const Tensor& src, std::string_view op, F f)
 
 }  // namespace
 
-Tensor& Tensor::add_(const Tensor& other, double alpha) {
-  check_inplace(*this, "add_");
-  if (autograd::needs_grad({*this, other})) return inplace_recorded(*this, add(*this, other, alpha), "add_");
-  return inplace_plain(*this, other, "add_",
+namespace {
+
+// PyTorch's canCast: an in-place op cannot store a floating result in an integer tensor, nor a
+// non-bool result in a bool tensor.
+void check_cast(DType result, const Tensor& self, std::string_view op) {
+  const bool ok = (is_floating(self.dtype()) || !is_floating(result)) && (self.dtype() != kBool || result == kBool);
+  TG_CHECK(ok, "{}: result type {} can't be cast to the desired output type {}", op, dtype_name(result),
+           dtype_name(self.dtype()));
+}
+
+Tensor& add_inplace(Tensor& self, const Tensor& other, double alpha, std::string_view op) {
+  check_inplace(self, op);
+  check_cast(result_type(self, other), self, op);
+  if (autograd::needs_grad({self, other})) return inplace_recorded(self, add(self, other, alpha), op);
+  return inplace_plain(self, other, op,
                        [alpha]<typename T>(T d, T v) { return static_cast<T>(d + static_cast<T>(alpha) * v); });
 }
 
-Tensor& Tensor::sub_(const Tensor& other, double alpha) { return add_(other, -alpha); }
-Tensor& Tensor::add_(double value) { return add_(scalar_like(value, *this)); }
+}  // namespace
+
+Tensor& Tensor::add_(const Tensor& other, double alpha) { return add_inplace(*this, other, alpha, "add_"); }
+Tensor& Tensor::sub_(const Tensor& other, double alpha) { return add_inplace(*this, other, -alpha, "sub_"); }
+Tensor& Tensor::add_(double value) { return add_(wrap_scalar(value, *this)); }
 
 Tensor& Tensor::mul_(const Tensor& other) {
   check_inplace(*this, "mul_");
+  check_cast(result_type(*this, other), *this, "mul_");
   if (autograd::needs_grad({*this, other})) return inplace_recorded(*this, mul(this->clone(), other), "mul_");
   return inplace_plain(*this, other, "mul_", []<typename T>(T d, T v) { return static_cast<T>(d * v); });
 }
 
-Tensor& Tensor::mul_(double value) { return mul_(scalar_like(value, *this)); }
+Tensor& Tensor::mul_(double value) { return mul_(wrap_scalar(value, *this)); }
 
 Tensor& Tensor::div_(const Tensor& other) {
   check_inplace(*this, "div_");
+  // True division: integer by integer gives float32, which an integer tensor cannot hold.
+  const DType rt = result_type(*this, other);
+  check_cast(is_floating(rt) ? rt : kFloat32, *this, "div_");
   if (autograd::needs_grad({*this, other})) return inplace_recorded(*this, div(this->clone(), other), "div_");
   return inplace_plain(*this, other, "div_", []<typename T>(T d, T v) { return static_cast<T>(d / v); });
 }
 
-Tensor& Tensor::div_(double value) { return div_(scalar_like(value, *this)); }
+Tensor& Tensor::div_(double value) { return div_(wrap_scalar(value, *this)); }
 
 Tensor& Tensor::fill_(double value) {
   check_inplace(*this, "fill_");
