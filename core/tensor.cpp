@@ -1,6 +1,7 @@
 #include "tensor.h"
 
 #include "autograd.h"
+#include "inplace.h"
 #include "iter.h"
 #include "random.h"
 
@@ -278,12 +279,13 @@ Tensor& Tensor::copy_(const Tensor& src) {
            "copy_: a leaf Variable that requires grad is being used in an in-place operation.");
   TG_CHECK(!src.requires_grad() || !autograd::grad_enabled(),
            "copy_: copying from a tensor that requires grad is not recorded; detach() the source or use a NoGradGuard");
-  if (storage() == src.storage() && numel() > 0) {
-    copy_kernel(*this, src.clone());  // overlapping source and destination
-  } else {
-    copy_kernel(*this, src);
-  }
-  storage()->bump_version();
+  detail::overwrite_inplace(*this, "copy_", [&] {
+    if (storage() == src.storage() && numel() > 0) {
+      copy_kernel(*this, src.clone());  // overlapping source and destination
+    } else {
+      copy_kernel(*this, src);
+    }
+  });
   return *this;
 }
 

@@ -2,6 +2,7 @@
 #include "elementwise.h"
 
 #include "../autograd.h"
+#include "../inplace.h"
 #include "../iter.h"
 #include "reduce.h"
 
@@ -524,14 +525,32 @@ Tensor& Tensor::div_(const Tensor& other) {
 
 Tensor& Tensor::div_(double value) { return div_(wrap_scalar(value, *this)); }
 
+void detail::overwrite_inplace(Tensor& self, std::string_view op, const std::function<void()>& write) {
+  check_inplace(self, op);
+  const bool history = autograd::needs_grad({self});
+  TG_CHECK(!history || !self.impl().is_view,
+           "{}: in-place operation on a view of a tensor that requires grad is not supported; use the out-of-place op",
+           op);
+  write();
+  self.storage()->bump_version();
+  if (!history) return;
+  // An alias carrying the old history is the new node's input; the node becomes self's history.
+  Tensor old = self.detach();
+  old.impl().requires_grad = true;
+  old.impl().grad_fn = self.grad_fn();
+  old.impl().output_nr = self.output_nr();
+  autograd::record(std::string(op), {old}, {self}, {},
+                   [](Context& ctx) -> Grads { return {Tensor::zeros_like(ctx.grad())}; });
+}
+
 Tensor& Tensor::fill_(double value) {
-  check_inplace(*this, "fill_");
-  dispatch_all(dtype(), [&]<typename T>() {
-    const Tensor v = Tensor::empty({}, {.dtype = dtype()});
-    *static_cast<T*>(v.data()) = static_cast<T>(value);
-    detail::apply_inplace<T, T>(*this, v, [](T, T x) { return x; });
+  detail::overwrite_inplace(*this, "fill_", [&] {
+    dispatch_all(dtype(), [&]<typename T>() {
+      const Tensor v = Tensor::empty({}, {.dtype = dtype()});
+      *static_cast<T*>(v.data()) = static_cast<T>(value);
+      detail::apply_inplace<T, T>(*this, v, [](T, T x) { return x; });
+    });
   });
-  storage()->bump_version();
   return *this;
 }
 
