@@ -131,6 +131,19 @@ inline void for_each_reduced_run(const T* base, const ReducePlan& plan, int64_t 
 //   void finish(int64_t o, const Acc& a) const;        // writes output o
 inline constexpr int64_t kReduceGrain = 32768;
 
+// The loop order reduce_kernel() takes: the kept dim (index into kept_shape) it vectorizes over when a
+// kept dim is closer in memory than every reduced one ("outer"), else -1 ("inner").
+inline int64_t outer_dim(const ReducePlan& plan) {
+  int64_t v = -1;
+  for (int64_t d = 0; d < static_cast<int64_t>(plan.kept_shape.size()); ++d)
+    if (plan.kept_shape[d] > 1 && plan.kept_strides[d] >= 1 && (v < 0 || plan.kept_strides[d] < plan.kept_strides[v]))
+      v = d;
+  if (v < 0 || plan.red_shape.empty()) return -1;
+  for (int64_t s : plan.red_strides)
+    if (s <= plan.kept_strides[v]) return -1;
+  return v;
+}
+
 // Runs `op` over every output of `plan`, with data pointing at the input's element [0, ..., 0].
 //
 // Two loop orders:
@@ -152,16 +165,9 @@ void reduce_kernel(const T* data, const ReducePlan& plan, const Op& op) {
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const bool parallel = threads > 1 && out_n * red_n >= kReduceGrain;
   const int64_t nk = static_cast<int64_t>(plan.kept_shape.size());
+  const int64_t v = outer_dim(plan);
 
-  // The kept dim closest in memory, and whether it is closer than every reduced dim.
-  int64_t v = -1;
-  for (int64_t d = 0; d < nk; ++d)
-    if (plan.kept_shape[d] > 1 && plan.kept_strides[d] >= 1 && (v < 0 || plan.kept_strides[d] < plan.kept_strides[v]))
-      v = d;
-  int64_t min_red = INT64_MAX;
-  for (int64_t s : plan.red_strides) min_red = std::min(min_red, s);
-
-  if (v < 0 || plan.red_shape.empty() || plan.kept_strides[v] >= min_red) {
+  if (v < 0) {
     // ---- inner: one output at a time ----
     auto base_of = [&](int64_t i) {
       const T* p = data;

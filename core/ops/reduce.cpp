@@ -3,6 +3,7 @@
 
 #include "../autograd.h"
 #include "../reduce_iter.h"
+#include "../simd.h"
 #include "elementwise.h"
 
 #include <cmath>
@@ -61,8 +62,8 @@ namespace {
 template <typename T>
 using AccOf = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
 
-// Sum of f(p[i s]) for i < n. Contiguous runs use eight independent accumulators, so the adds do not
-// wait on each other and the compiler can vectorize them.
+// Sum of f(p[i s]) for i < n. Contiguous runs use sixteen independent accumulators, so the adds do
+// not wait on each other and the compiler can vectorize them.
 template <typename Acc, typename T, typename F>
 inline Acc sum_run(const T* p, int64_t s, int64_t n, F f) {
   if (s != 1) {
@@ -70,14 +71,19 @@ inline Acc sum_run(const T* p, int64_t s, int64_t n, F f) {
     for (int64_t i = 0; i < n; ++i) t += f(p[i * s]);
     return t;
   }
-  Acc l[8] = {};
+  Acc l[16] = {};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) l[j] += f(p[i + j]);
-  Acc t = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) l[j] += f(p[i + j]);
+  for (int j = 8; j > 0; j /= 2)
+    for (int k = 0; k < j; ++k) l[k] += l[k + j];
+  Acc t = l[0];
   for (; i < n; ++i) t += f(p[i]);
   return t;
 }
+
+// Work buffers of the block-wise loops below (elements).
+constexpr int64_t kBlock = 256;
 
 // sum(x); fin(o, acc) stores output o.
 template <typename T, typename F>
@@ -86,6 +92,12 @@ struct SumOp {
   F fin;
   Acc init() const { return 0; }
   void run(Acc& a, const T* p, int64_t s, int64_t n, int64_t, int64_t) const {
+    if constexpr (std::is_floating_point_v<T>) {
+      if (s == 1) {
+        a += simd::sum_double(p, n);
+        return;
+      }
+    }
     a += sum_run<Acc>(p, s, n, [](T x) { return static_cast<Acc>(x); });
   }
   void vec(Acc* acc, const T* p, int64_t vs, int64_t n, int64_t, int64_t, int64_t) const {
@@ -140,9 +152,27 @@ struct ExpSumOp {
   Acc init() const { return 0; }
   void run(Acc& a, const T* p, int64_t s, int64_t n, int64_t, int64_t o) const {
     const T mo = m[o];
-    a += sum_run<double>(p, s, n, [mo](T x) { return static_cast<double>(std::exp(x - mo)); });
+    if (s == 1) {  // exp of a block at a time (vectorized), then its sum
+      T buf[kBlock];
+      for (int64_t i = 0; i < n; i += kBlock) {
+        const int64_t b = std::min(kBlock, n - i);
+        simd::exp_shift(p + i, mo, buf, b);
+        a += simd::sum_double(buf, b);
+      }
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) a += static_cast<double>(std::exp(p[i * s] - mo));
   }
   void vec(Acc* acc, const T* p, int64_t vs, int64_t n, int64_t, int64_t o0, int64_t os) const {
+    if (vs == 1 && os == 1) {
+      T buf[kBlock];
+      for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
+        const int64_t b = std::min(kBlock, n - j0);
+        simd::exp_diff(p + j0, m + o0 + j0, buf, b);
+        for (int64_t j = 0; j < b; ++j) acc[j0 + j] += static_cast<double>(buf[j]);
+      }
+      return;
+    }
     for (int64_t j = 0; j < n; ++j) acc[j] += static_cast<double>(std::exp(p[j * vs] - m[o0 + j * os]));
   }
   void merge(Acc& a, const Acc& b) const { a += b; }
@@ -167,6 +197,40 @@ constexpr T worst() {
     return IsMax ? std::numeric_limits<T>::lowest() : std::numeric_limits<T>::max();
 }
 
+// The max (min) of a contiguous run and `a`; NaN if either holds a NaN. Two vectors of lanes of a
+// NaN-ignoring select (one max/min instruction each) plus a NaN mask.
+template <bool IsMax, typename T>
+T extreme_run(const T* p, int64_t n, T a) {
+  using V = simd::Vec<T>;
+  constexpr int64_t L = simd::kLanes<T>;
+  auto step = [](T& acc, T v) {
+    if (better<IsMax>(v, acc) || v != v) acc = v;
+  };
+  int64_t i = 0;
+  if (n >= 2 * L) {
+    V l0 = simd::broadcast(a), l1 = l0;
+    simd::IVec<T> bad = {};
+    for (; i + 2 * L <= n; i += 2 * L) {
+      const V v0 = simd::load(p + i), v1 = simd::load(p + i + L);
+      if constexpr (IsMax) {
+        l0 = v0 > l0 ? v0 : l0;
+        l1 = v1 > l1 ? v1 : l1;
+      } else {
+        l0 = v0 < l0 ? v0 : l0;
+        l1 = v1 < l1 ? v1 : l1;
+      }
+      bad |= (v0 != v0) | (v1 != v1);
+    }
+    if (simd::any<T>(bad)) return std::numeric_limits<T>::quiet_NaN();
+    for (int64_t j = 0; j < L; ++j) {
+      step(a, l0[j]);
+      step(a, l1[j]);
+    }
+  }
+  for (; i < n; ++i) step(a, p[i]);
+  return a;
+}
+
 // amax / amin; NaN wins (propagates), like PyTorch.
 template <typename T, bool IsMax, typename F>
 struct ExtremeOp {
@@ -177,27 +241,13 @@ struct ExtremeOp {
   }
   Acc init() const { return worst<IsMax, T>(); }
   void run(Acc& a, const T* p, int64_t s, int64_t n, int64_t, int64_t) const {
-    if (s != 1) {
-      for (int64_t i = 0; i < n; ++i) step(a, p[i * s]);
-      return;
-    }
-    // Eight lanes of a NaN-ignoring select (a max/min instruction) plus a NaN flag per lane.
-    T l[8];
-    int nan[8] = {};
-    for (int j = 0; j < 8; ++j) l[j] = a;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      for (int j = 0; j < 8; ++j) {
-        const T v = p[i + j];
-        l[j] = better<IsMax>(v, l[j]) ? v : l[j];
-        nan[j] |= v != v;
+    if constexpr (std::is_floating_point_v<T>) {
+      if (s == 1) {
+        a = extreme_run<IsMax>(p, n, a);
+        return;
       }
     }
-    for (int j = 0; j < 8; ++j) {
-      step(a, l[j]);
-      if (nan[j]) a = std::numeric_limits<T>::quiet_NaN();
-    }
-    for (; i < n; ++i) step(a, p[i]);
+    for (int64_t i = 0; i < n; ++i) step(a, p[i * s]);
   }
   void vec(Acc* acc, const T* p, int64_t vs, int64_t n, int64_t, int64_t, int64_t) const {
     for (int64_t j = 0; j < n; ++j) step(acc[j], p[j * vs]);
@@ -223,6 +273,26 @@ struct ArgOp {
   }
   Acc init() const { return {worst<IsMax, T>(), 0}; }
   void run(Acc& a, const T* p, int64_t s, int64_t n, int64_t k0, int64_t) const {
+    if constexpr (std::is_floating_point_v<T>) {
+      if (s == 1) {
+        // A block at a time: its extreme with the vector loop, then, only when it beats the best so far
+        // (or is NaN), a scan of the block for the first element holding it.
+        for (int64_t i = 0; i < n && a.v == a.v; i += kBlock) {
+          const int64_t b = std::min(kBlock, n - i);
+          const T e = extreme_run<IsMax>(p + i, b, worst<IsMax, T>());
+          if (e != e) {
+            int64_t j = 0;
+            while (p[i + j] == p[i + j]) ++j;
+            a = {e, k0 + i + j};
+          } else if (better<IsMax>(e, a.v)) {
+            int64_t j = 0;
+            while (p[i + j] != e) ++j;
+            a = {e, k0 + i + j};
+          }
+        }
+        return;
+      }
+    }
     for (int64_t i = 0; i < n; ++i) step(a, p[i * s], k0 + i);
   }
   void vec(Acc* acc, const T* p, int64_t vs, int64_t n, int64_t k, int64_t, int64_t) const {
@@ -235,6 +305,62 @@ struct ArgOp {
 };
 template <typename T, bool IsMax, typename F>
 ArgOp<T, IsMax, F> arg_op(F f) {
+  return {f};
+}
+
+// logsumexp in one pass over each run: a run's max m and sum of exp(x - shift(m)), merged with the
+// partial so far by rescaling (shift(m) = m, or 0 for an infinite m as PyTorch). Used when each output
+// reads contiguous runs (the inner loop order); the outer order takes two passes instead.
+template <typename T, typename F>
+struct LseOp {
+  struct Acc {
+    T m;       // max so far, NaN propagating
+    double s;  // sum of exp(x - shift(m))
+  };
+  F fin;
+  static double shift(T m) { return std::isinf(m) ? 0.0 : static_cast<double>(m); }
+  static void merge_into(Acc& a, const Acc& b) {
+    T m = a.m;
+    if (b.m > m || b.m != b.m || m != m) m = m != m ? m : b.m;
+    const double sh = shift(m);
+    // (a partial of nothing but -inf has s = 0 and must not meet exp(+large))
+    const double sa = a.s == 0 ? 0.0 : a.s * std::exp(shift(a.m) - sh);
+    const double sb = b.s == 0 ? 0.0 : b.s * std::exp(shift(b.m) - sh);
+    a = {m, sa + sb};
+  }
+  Acc init() const { return {-std::numeric_limits<T>::infinity(), 0.0}; }
+  void run(Acc& a, const T* p, int64_t s, int64_t n, int64_t, int64_t) const {
+    Acc r{-std::numeric_limits<T>::infinity(), 0.0};
+    if (s == 1) {
+      r.m = extreme_run<true>(p, n, r.m);
+      const T sh = static_cast<T>(shift(r.m));
+      T buf[kBlock];
+      for (int64_t i = 0; i < n; i += kBlock) {
+        const int64_t b = std::min(kBlock, n - i);
+        simd::exp_shift(p + i, sh, buf, b);
+        r.s += simd::sum_double(buf, b);
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        const T v = p[i * s];
+        if (v > r.m || v != v) r.m = r.m != r.m ? r.m : v;
+      }
+      const T sh = static_cast<T>(shift(r.m));
+      for (int64_t i = 0; i < n; ++i) r.s += static_cast<double>(std::exp(p[i * s] - sh));
+    }
+    merge_into(a, r);
+  }
+  void vec(Acc* acc, const T* p, int64_t vs, int64_t n, int64_t, int64_t, int64_t) const {
+    for (int64_t j = 0; j < n; ++j) {
+      const T v = p[j * vs];
+      merge_into(acc[j], {v, std::exp(static_cast<double>(v) - shift(v))});
+    }
+  }
+  void merge(Acc& a, const Acc& b) const { merge_into(a, b); }
+  void finish(int64_t o, const Acc& a) const { fin(o, std::log(a.s) + shift(a.m)); }
+};
+template <typename T, typename F>
+LseOp<T, F> lse_op(F f) {
   return {f};
 }
 
@@ -549,6 +675,10 @@ Tensor logsumexp(const Tensor& x_in, const Shape& dims, bool keepdim) {
     T* o = out.data_ptr<T>();
     // m = max over the reduced elements, with +-inf replaced by 0 (as PyTorch): a row of -inf then gives
     // log(0) = -inf and a row holding +inf gives +inf, instead of inf - inf = nan.
+    if (detail::outer_dim(plan) < 0) {
+      detail::reduce_kernel(xp, plan, lse_op<T>([o](int64_t i, double r) { o[i] = static_cast<T>(r); }));
+      return;
+    }
     std::vector<T> mx(static_cast<size_t>(plan.out_numel));
     T* m = mx.data();
     detail::reduce_kernel(xp, plan, extreme_op<T, true>([m](int64_t i, T v) { m[i] = std::isinf(v) ? T(0) : v; }));

@@ -6,6 +6,7 @@
 #include "softmax.h"
 
 #include "../autograd.h"
+#include "../simd.h"
 #include "elementwise.h"
 #include "reduce.h"
 
@@ -38,21 +39,6 @@ Geometry geometry(const Shape& shape, int64_t d) {
   return g;
 }
 
-// Largest element of a contiguous row (NaN-ignoring is fine: a NaN anywhere makes the sum, and so every
-// output of the row, NaN).
-template <typename T>
-T row_max(const T* x, int64_t n) {
-  T l[8];
-  for (int j = 0; j < 8; ++j) l[j] = -std::numeric_limits<T>::infinity();
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) l[j] = x[i + j] > l[j] ? x[i + j] : l[j];
-  T m = l[0];
-  for (int j = 1; j < 8; ++j) m = l[j] > m ? l[j] : m;
-  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
-  return m;
-}
-
 // Runs body(lo, hi) over [0, count) split across threads when work (elements) is large.
 template <typename Body>
 void parallel_range(int64_t count, int64_t work, Body&& body) {
@@ -74,18 +60,14 @@ void softmax_forward(const T* x, T* y, const Geometry& g) {
       for (int64_t r = lo; r < hi; ++r) {
         const T* xr = x + r * n;
         T* yr = y + r * n;
-        const T m = row_max(xr, n);
-        double s = 0;
+        // (a NaN anywhere makes the sum, and so the whole row, NaN; the max may skip it)
+        const T m = simd::max_of(xr, n, -std::numeric_limits<T>::infinity());
+        simd::exp_shift(xr, m, yr, n);
+        const double s = simd::sum_double(yr, n);
         if constexpr (Log) {
-          for (int64_t i = 0; i < n; ++i) s += static_cast<double>(std::exp(xr[i] - m));
           const T ls = static_cast<T>(std::log(s));
           for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - m) - ls;
         } else {
-          for (int64_t i = 0; i < n; ++i) {
-            const T e = std::exp(xr[i] - m);
-            yr[i] = e;
-            s += static_cast<double>(e);
-          }
           const T inv = static_cast<T>(1.0 / s);
           for (int64_t i = 0; i < n; ++i) yr[i] *= inv;
         }
@@ -97,7 +79,7 @@ void softmax_forward(const T* x, T* y, const Geometry& g) {
   constexpr int64_t kTile = 256;
   const int64_t tiles = (inner + kTile - 1) / kTile;
   parallel_range(g.outer * tiles, g.outer * n * inner, [&](int64_t lo, int64_t hi) {
-    T m[kTile];
+    T m[kTile], e[kTile];
     double s[kTile];
     for (int64_t u = lo; u < hi; ++u) {
       const int64_t o = u / tiles, j0 = (u % tiles) * kTile, w = std::min(kTile, inner - j0);
@@ -110,11 +92,9 @@ void softmax_forward(const T* x, T* y, const Geometry& g) {
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < w; ++j) m[j] = xb[i * inner + j] > m[j] ? xb[i * inner + j] : m[j];
       for (int64_t i = 0; i < n; ++i) {
-        for (int64_t j = 0; j < w; ++j) {
-          const T e = std::exp(xb[i * inner + j] - m[j]);
-          if constexpr (!Log) yb[i * inner + j] = e;
-          s[j] += static_cast<double>(e);
-        }
+        T* er = Log ? e : yb + i * inner;
+        simd::exp_diff(xb + i * inner, m, er, w);
+        for (int64_t j = 0; j < w; ++j) s[j] += static_cast<double>(er[j]);
       }
       if constexpr (Log) {
         T ls[kTile];
@@ -144,14 +124,12 @@ void softmax_backward_fused(const T* g, const T* y, T* dx, const Geometry& geo) 
         const T* gr = g + r * n;
         const T* yr = y + r * n;
         T* dr = dx + r * n;
-        double s = 0;
         if constexpr (Log) {
-          for (int64_t i = 0; i < n; ++i) s += static_cast<double>(gr[i]);
-          const T st = static_cast<T>(s);
-          for (int64_t i = 0; i < n; ++i) dr[i] = gr[i] - std::exp(yr[i]) * st;
+          const T st = static_cast<T>(simd::sum_double(gr, n));
+          simd::exp_shift(yr, T(0), dr, n);
+          for (int64_t i = 0; i < n; ++i) dr[i] = gr[i] - dr[i] * st;
         } else {
-          for (int64_t i = 0; i < n; ++i) s += static_cast<double>(gr[i]) * static_cast<double>(yr[i]);
-          const T st = static_cast<T>(s);
+          const T st = static_cast<T>(simd::dot_double(gr, yr, n));
           for (int64_t i = 0; i < n; ++i) dr[i] = yr[i] * (gr[i] - st);
         }
       }
@@ -170,15 +148,23 @@ void softmax_backward_fused(const T* g, const T* y, T* dx, const Geometry& geo) 
       for (int64_t i = 0; i < n; ++i) {
         const T* gr = g + base + i * inner;
         const T* yr = y + base + i * inner;
-        for (int64_t j = 0; j < w; ++j)
-          s[j] += Log ? static_cast<double>(gr[j]) : static_cast<double>(gr[j]) * static_cast<double>(yr[j]);
+        if constexpr (Log) {
+          for (int64_t j = 0; j < w; ++j) s[j] += static_cast<double>(gr[j]);
+        } else {
+          for (int64_t j = 0; j < w; ++j) s[j] += static_cast<double>(gr[j]) * static_cast<double>(yr[j]);
+        }
       }
       for (int64_t j = 0; j < w; ++j) st[j] = static_cast<T>(s[j]);
       for (int64_t i = 0; i < n; ++i) {
         const T* gr = g + base + i * inner;
         const T* yr = y + base + i * inner;
         T* dr = dx + base + i * inner;
-        for (int64_t j = 0; j < w; ++j) dr[j] = Log ? gr[j] - std::exp(yr[j]) * st[j] : yr[j] * (gr[j] - st[j]);
+        if constexpr (Log) {
+          simd::exp_shift(yr, T(0), dr, w);
+          for (int64_t j = 0; j < w; ++j) dr[j] = gr[j] - dr[j] * st[j];
+        } else {
+          for (int64_t j = 0; j < w; ++j) dr[j] = yr[j] * (gr[j] - st[j]);
+        }
       }
     }
   });
