@@ -543,18 +543,21 @@ void detail::overwrite_inplace(Tensor& self, std::string_view op, const std::fun
                    [](Context& ctx) -> Grads { return {Tensor::zeros_like(ctx.grad())}; });
 }
 
-Tensor& Tensor::fill_(double value) {
-  detail::overwrite_inplace(*this, "fill_", [&] {
-    dispatch_all(dtype(), [&]<typename T>() {
-      const Tensor v = Tensor::empty({}, {.dtype = dtype()});
+namespace {
+Tensor& fill_impl(Tensor& self, double value, std::string_view op) {
+  detail::overwrite_inplace(self, op, [&] {
+    dispatch_all(self.dtype(), [&]<typename T>() {
+      const Tensor v = Tensor::empty({}, {.dtype = self.dtype()});
       *static_cast<T*>(v.data()) = static_cast<T>(value);
-      detail::apply_inplace<T, T>(*this, v, [](T, T x) { return x; });
+      detail::apply_inplace<T, T>(self, v, [](T, T x) { return x; });
     });
   });
-  return *this;
+  return self;
 }
+}  // namespace
 
-Tensor& Tensor::zero_() { return fill_(0); }
+Tensor& Tensor::fill_(double value) { return fill_impl(*this, value, "fill_"); }
+Tensor& Tensor::zero_() { return fill_impl(*this, 0, "zero_"); }
 
 Tensor& Tensor::clamp_(std::optional<double> lo, std::optional<double> hi) {
   check_inplace(*this, "clamp_");
