@@ -5,6 +5,7 @@
 #include "iter.h"
 #include "random.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -76,7 +77,11 @@ Tensor Tensor::empty(const Shape& shape, TensorOptions o) {
 
 Tensor Tensor::full(const Shape& shape, double value, TensorOptions o) {
   Tensor t = empty(shape, {.dtype = o.dtype});
-  t.fill_(value);
+  // Filled directly rather than with fill_, so that a new tensor is at version 0 like PyTorch's.
+  dispatch_all(o.dtype, [&]<typename T>() {
+    T* p = static_cast<T*>(t.data());
+    std::fill(p, p + t.numel(), static_cast<T>(value));
+  });
   if (o.requires_grad) t.requires_grad_();
   return t;
 }
