@@ -173,7 +173,10 @@ void softmax_backward_fused(const T* g, const T* y, T* dx, const Geometry& geo) 
 template <bool Log>
 Tensor softmax_impl(const Tensor& x_in, int64_t dim, const char* op) {
   const int64_t d = wrap_dim(dim, x_in.dim(), op);
-  const Tensor x = x_in.contiguous();
+  const Tensor x = [&] {
+    autograd::NoGradGuard ng;  // the copy is internal: the node below differentiates w.r.t. x_in
+    return x_in.contiguous();
+  }();
   Tensor y = Tensor::empty(x.shape(), {.dtype = x.dtype()});
   const Geometry geo = geometry(x.shape(), x.dim() == 0 ? 0 : d);
   dispatch_floating(x.dtype(), op, [&]<typename T>() {
