@@ -71,6 +71,8 @@ Tensor Tensor::empty(const Shape& shape, TensorOptions o) {
   impl->strides = contiguous_strides(shape);
   impl->dtype = o.dtype;
   Tensor t(std::move(impl));
+  // A bool has two valid bytes; kernels that read their destination (apply_inplace) must not meet others.
+  if (o.dtype == DType::Bool) std::memset(t.data(), 0, t.storage()->nbytes());
   if (o.requires_grad) t.requires_grad_();
   return t;
 }
