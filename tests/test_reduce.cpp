@@ -327,6 +327,26 @@ TEST_CASE("empty inputs: sums are 0, logsumexp -inf, var nan, softmax empty") {
   REQUIRE(log_softmax(e, 1).shape() == Shape{0, 3});
 }
 
+TEST_CASE("0-dim inputs reduce to themselves, as PyTorch") {
+  Tensor x = Tensor::scalar(3.0, kFloat64).requires_grad_();
+  require_close(sum(x), x, 0, 0);
+  require_close(sum(x, {0}, true), x, 0, 0);
+  require_close(amax(x, {-1}), x, 0, 0);
+  require_close(max(x), x, 0, 0);
+  auto [v, i] = max(x, 0);
+  require_close(v, x, 0, 0);
+  REQUIRE(i.item<int64_t>() == 0);
+  REQUIRE(argmax(x).item<int64_t>() == 0);  // flattens: a 0-dim tensor reshapes to (1,)
+  REQUIRE(x.reshape({-1}).shape() == Shape{1});
+  REQUIRE(x.flatten().shape() == Shape{1});
+  REQUIRE(argmin(x, -1, true).item<int64_t>() == 0);
+  REQUIRE(std::isnan(var(x).item()));
+  require_close(logsumexp(x, {0}), x, 0, 0);
+  REQUIRE(v.dim() == 0);
+  v.backward();
+  require_close(x.grad(), Tensor::scalar(1.0, kFloat64), 0, 0);
+}
+
 TEST_CASE("Tensor member sugar forwards to the free functions") {
   const Tensor x = fx()["x"];
   require_close(x.var({1}), var(x, {1}), 0, 0);
