@@ -1,5 +1,6 @@
-// Reductions and softmax on a (4096, 1024) float32 tensor: best wall time of repeated runs.
-// Prints "name ms" lines; bench/run_reduce.sh puts them next to PyTorch's (bench_reduce.py).
+// Reductions and softmax on a (4096, 1024) float32 tensor: best time of repeated runs, wall clock, or
+// process CPU time with BENCH_CPU_TIME=1 (steadier for one thread on a busy machine).
+// Prints "name<TAB>ms" lines; bench/run_reduce.sh puts them next to PyTorch's (bench_reduce.py).
 #include <tapegrad/core/autograd.h>
 #include <tapegrad/core/ops.h>
 #include <tapegrad/core/random.h>
@@ -7,6 +8,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <functional>
 #include <vector>
 
@@ -14,13 +17,23 @@ using namespace tapegrad;
 
 namespace {
 
+double now_ms() {
+  static const bool cpu = std::getenv("BENCH_CPU_TIME") && std::getenv("BENCH_CPU_TIME")[0] == '1';
+  if (cpu) {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
+  }
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 double best_ms(const std::function<void()>& f, int reps = 30) {
   for (int i = 0; i < 3; ++i) f();
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
+    const double t0 = now_ms();
     f();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    t.push_back(now_ms() - t0);
   }
   std::sort(t.begin(), t.end());
   return t.front();  // the best run: the machine may be shared
