@@ -17,6 +17,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace tapegrad {
@@ -49,10 +52,32 @@ inline void merge(Moments& a, const Moments& b) {
 }
 
 // Independent accumulators: a float64 sum vectorizes without reassociating one dependency chain, and
-// the result does not depend on the thread count.
-constexpr int kLanes = 16;
-// Elements whose exact two-pass moments are taken before merging: small enough to stay in L1.
+// the result does not depend on the thread count. Eight lanes (two AVX registers per sum) leave room
+// for several sums per loop without spilling.
+constexpr int kLanes = 8;
+// Elements whose moments are taken before merging with Chan's formula: small enough to stay in L1.
 constexpr int64_t kChunk = 2048;
+
+// float32 data accumulated in float64 with explicit vectors (GCC/Clang vector extensions: AVX on
+// x86 with -march=native, pairs of SSE/NEON registers elsewhere). Auto-vectorization of these
+// mixed-width reductions is not reliable, and a single accumulator would be latency-bound.
+using d4 = double __attribute__((vector_size(32)));
+using f8 = float __attribute__((vector_size(32)));
+inline f8 load8(const float* p) {
+  f8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline d4 load4(const double* p) {
+  d4 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store4(double* p, d4 v) { std::memcpy(p, &v, sizeof v); }
+inline d4 lo4(f8 v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3), d4); }
+inline d4 hi4(f8 v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 4, 5, 6, 7), d4); }
+inline double hsum(d4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+inline d4 splat(double x) { return d4{x, x, x, x}; }
 
 template <typename T>
 double lane_sum(const T* p, int64_t n) {
@@ -84,35 +109,94 @@ double lane_sq_dev(const T* p, int64_t n, double mu) {
   return s;
 }
 
-// Moments of a contiguous run: exact two-pass per L1-sized chunk, chunks merged with Chan's formula,
-// so the run is read from memory once and a large mean does not cancel the variance away.
+// Moments of a chunk of float32 values in one float64 pass over shifted data: d = x - x0 with x0 a
+// value of the chunk, then M2 = Σd² - (Σd)²/n. Every float32 value and its shifted square are exact
+// or nearly so in float64 and (Σd)²/n is at most a few times M2 (x0 lies within the data), so the
+// result is accurate to ~1e-14 relative: the stability of two passes at the cost of one.
+inline Moments chunk_moments(const float* q, int64_t c) {
+  const double shift = static_cast<double>(q[0]);
+  const d4 sh = splat(shift);
+  d4 s1[4] = {}, s2[4] = {};  // 16 elements per step, four independent chains per sum
+  int64_t i = 0;
+  for (; i + 16 <= c; i += 16) {
+    const f8 u = load8(q + i), v = load8(q + i + 8);
+    const d4 d[4] = {lo4(u) - sh, hi4(u) - sh, lo4(v) - sh, hi4(v) - sh};
+    for (int j = 0; j < 4; ++j) {
+      s1[j] += d[j];
+      s2[j] += d[j] * d[j];
+    }
+  }
+  double t1 = hsum((s1[0] + s1[1]) + (s1[2] + s1[3])), t2 = hsum((s2[0] + s2[1]) + (s2[2] + s2[3]));
+  for (; i < c; ++i) {
+    const double d = static_cast<double>(q[i]) - shift;
+    t1 += d;
+    t2 = std::fma(d, d, t2);
+  }
+  const double n = static_cast<double>(c);
+  return {n, shift + t1 / n, std::max(0.0, t2 - t1 * t1 / n)};
+}
+
+// float64 input: exact two-pass (mean, then squared deviations) over the chunk in L1.
+inline Moments chunk_moments(const double* q, int64_t c) {
+  const double mu = lane_sum(q, c) / static_cast<double>(c);
+  return {static_cast<double>(c), mu, lane_sq_dev(q, c, mu)};
+}
+
+// Moments of a contiguous run: per L1-sized chunk, chunks merged with Chan's formula, so the run is
+// read from memory once and a large mean does not cancel the variance away.
 template <typename T>
 Moments run_moments(const T* p, int64_t len) {
   Moments m;
-  for (int64_t i0 = 0; i0 < len; i0 += kChunk) {
-    const int64_t c = std::min(kChunk, len - i0);
-    const double mu = lane_sum(p + i0, c) / static_cast<double>(c);
-    merge(m, {static_cast<double>(c), mu, lane_sq_dev(p + i0, c, mu)});
-  }
+  for (int64_t i0 = 0; i0 < len; i0 += kChunk) merge(m, chunk_moments(p + i0, std::min(kChunk, len - i0)));
   return m;
 }
 
 // sdy += Σ dy ; sdyx += Σ dy · (x - m)
-template <typename T>
-void run_sums(const T* dy, const T* x, int64_t n, double m, double& sdy, double& sdyx) {
+inline void run_sums(const float* dy, const float* x, int64_t n, double m, double& sdy, double& sdyx) {
+  const d4 mm = splat(m);
+  d4 a[4] = {}, b[4] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const f8 g = load8(dy + i), v = load8(x + i);
+    const d4 g0 = lo4(g), g1 = hi4(g);
+    a[0] += g0;
+    a[1] += g1;
+    b[0] += g0 * (lo4(v) - mm);
+    b[1] += g1 * (hi4(v) - mm);
+    if (i + 16 <= n) {
+      const f8 h = load8(dy + i + 8), u = load8(x + i + 8);
+      const d4 h0 = lo4(h), h1 = hi4(h);
+      a[2] += h0;
+      a[3] += h1;
+      b[2] += h0 * (lo4(u) - mm);
+      b[3] += h1 * (hi4(u) - mm);
+      i += 8;
+    }
+  }
+  double s0 = hsum((a[0] + a[1]) + (a[2] + a[3])), s1 = hsum((b[0] + b[1]) + (b[2] + b[3]));
+  for (; i < n; ++i) {
+    const double g = static_cast<double>(dy[i]);
+    s0 += g;
+    s1 = std::fma(g, static_cast<double>(x[i]) - m, s1);
+  }
+  sdy += s0;
+  sdyx += s1;
+}
+
+inline void run_sums(const double* dy, const double* x, int64_t n, double m, double& sdy, double& sdyx) {
   double a[kLanes] = {}, b[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
     for (int j = 0; j < kLanes; ++j) {
-      const double g = static_cast<double>(dy[i + j]);
+      const double g = dy[i + j];
       a[j] += g;
-      b[j] += g * (static_cast<double>(x[i + j]) - m);
+      b[j] = std::fma(g, static_cast<double>(x[i + j]) - m, b[j]);
     }
   double s0 = 0, s1 = 0;
   for (; i < n; ++i) {
     const double g = static_cast<double>(dy[i]);
     s0 += g;
-    s1 += g * (static_cast<double>(x[i]) - m);
+    s1 = std::fma(g, static_cast<double>(x[i]) - m, s1);
   }
   for (int j = 0; j < kLanes; ++j) {
     s0 += a[j];
@@ -258,6 +342,84 @@ void grouped_forward(const T* x, T* y, const T* w, const T* b, double* mean, dou
   }
 }
 
+// One pass over a layer-norm row (one channel per element): A += Σ dy·w, B += Σ dy·w·(x - m) in
+// float64, and per element dw += dy·(x - m)·r, db += dy into buffers of the input's type (for float32
+// the caller flushes them into float64 every kFlushRows rows). The flags pick a branch-free loop.
+template <bool HasW, bool HasDw, bool HasDb, typename T>
+void row_sums_impl(const T* dy, const T* x, int64_t K, double m, double r, const T* w, T* dw, T* db, double& A,
+                   double& B) {
+  auto step = [&](int64_t k, double& sa, double& sb) {
+    const double g = static_cast<double>(dy[k]), xm = static_cast<double>(x[k]) - m;
+    const double gw = HasW ? g * static_cast<double>(w[k]) : g;
+    sa += gw;
+    sb = std::fma(gw, xm, sb);
+    if constexpr (HasDw) dw[k] = static_cast<T>(std::fma(g, xm * r, static_cast<double>(dw[k])));
+    if constexpr (HasDb) db[k] = static_cast<T>(static_cast<double>(db[k]) + g);
+  };
+  int64_t k = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    const d4 mm = splat(m);
+    const Center<float> c = center_of<float>(m);
+    const float rf = static_cast<float>(r);
+    d4 a[2] = {}, b[2] = {};
+    for (; k + 8 <= K; k += 8) {
+      const f8 gv = load8(dy + k), xv = load8(x + k);
+      const d4 g[2] = {lo4(gv), hi4(gv)}, xm[2] = {lo4(xv) - mm, hi4(xv) - mm};
+      d4 gw[2] = {g[0], g[1]};
+      if constexpr (HasW) {
+        const f8 wv = load8(w + k);
+        gw[0] *= lo4(wv);
+        gw[1] *= hi4(wv);
+      }
+      for (int j = 0; j < 2; ++j) {
+        a[j] += gw[j];
+        b[j] += gw[j] * xm[j];
+      }
+      if constexpr (HasDw) {
+        const f8 xhat = ((xv - c.hi) - c.lo) * rf;
+        f8 acc = load8(dw + k);
+        acc += gv * xhat;
+        std::memcpy(dw + k, &acc, sizeof acc);
+      }
+      if constexpr (HasDb) {
+        f8 acc = load8(db + k);
+        acc += gv;
+        std::memcpy(db + k, &acc, sizeof acc);
+      }
+    }
+    A += hsum(a[0] + a[1]);
+    B += hsum(b[0] + b[1]);
+  } else {
+    double a[kLanes] = {}, b[kLanes] = {};
+    for (; k + kLanes <= K; k += kLanes)
+      for (int j = 0; j < kLanes; ++j) step(k + j, a[j], b[j]);
+    for (int j = 0; j < kLanes; ++j) {
+      A += a[j];
+      B += b[j];
+    }
+  }
+  for (; k < K; ++k) step(k, A, B);
+}
+
+template <typename T>
+void row_sums(const T* dy, const T* x, int64_t K, double m, double r, const T* w, T* dw, T* db, double& A, double& B) {
+  const int flags = (w ? 4 : 0) | (dw ? 2 : 0) | (db ? 1 : 0);
+  switch (flags) {
+    case 7: return row_sums_impl<true, true, true>(dy, x, K, m, r, w, dw, db, A, B);
+    case 6: return row_sums_impl<true, true, false>(dy, x, K, m, r, w, dw, db, A, B);
+    case 5: return row_sums_impl<true, false, true>(dy, x, K, m, r, w, dw, db, A, B);
+    case 4: return row_sums_impl<true, false, false>(dy, x, K, m, r, w, dw, db, A, B);
+    case 3: return row_sums_impl<false, true, true>(dy, x, K, m, r, w, dw, db, A, B);
+    case 2: return row_sums_impl<false, true, false>(dy, x, K, m, r, w, dw, db, A, B);
+    case 1: return row_sums_impl<false, false, true>(dy, x, K, m, r, w, dw, db, A, B);
+    default: return row_sums_impl<false, false, false>(dy, x, K, m, r, w, dw, db, A, B);
+  }
+}
+
+// Rows of layer-norm parameter gradients summed in float32 before joining the float64 total: 16
+// terms keep the partial sums within ~1e-6 relative in the worst case.
+constexpr int64_t kFlushRows = 16;
+
 // Fused backward over every group. Pass 1 (per group): A = Σ gw, B = Σ gw·(x - mean) and the
 // per-channel sums for dw, db; pass 2 (same group, from cache): dx. With constant statistics,
 // dx = dy·w·rstd needs no pass 1. dx, dw, db may each be null (not needed).
@@ -279,13 +441,28 @@ void grouped_backward(const T* x, const T* dy, const T* w, const double* mean, c
   if (db) std::fill(db, db + C, 0.0);
   const double inv_n = 1.0 / static_cast<double>(ge.group_size());
 
-#pragma omp parallel if (par)
+#pragma omp parallel num_threads(nt) if (par)
   {
-    const int t = omp_get_thread_num();
+    const int t = omp_get_thread_num(), team = omp_get_num_threads();
     double* my_w = dw ? (private_sums ? tw.data() + t * C : dw) : nullptr;
     double* my_b = db ? (private_sums ? tb.data() + t * C : db) : nullptr;
-#pragma omp for schedule(static)
-    for (int64_t q = 0; q < Q; ++q) {
+    // Layer norm accumulates dw, db per element: in buffers of T, flushed into float64 every
+    // kFlushRows rows when T is float32 (float64 read-modify-writes per element would double the time).
+    constexpr bool flushed = std::is_same_v<T, float>;
+    std::vector<T> fw(S == 1 && flushed && my_w ? static_cast<size_t>(C) : 0, T(0));
+    std::vector<T> fb(S == 1 && flushed && my_b ? static_cast<size_t>(C) : 0, T(0));
+    T* row_w = !my_w ? nullptr : flushed ? fw.data() : reinterpret_cast<T*>(my_w);
+    T* row_b = !my_b ? nullptr : flushed ? fb.data() : reinterpret_cast<T*>(my_b);
+    int64_t pending = 0;
+    auto flush = [&] {
+      if constexpr (flushed) {
+        for (size_t c = 0; c < fw.size(); ++c) my_w[c] += static_cast<double>(std::exchange(fw[c], 0.0f));
+        for (size_t c = 0; c < fb.size(); ++c) my_b[c] += static_cast<double>(std::exchange(fb[c], 0.0f));
+      }
+      pending = 0;
+    };
+    const int64_t q0 = Q * t / team, q1 = Q * (t + 1) / team;
+    for (int64_t q = q0; q < q1; ++q) {
       const int64_t g = ge.g_of(q);
       const double m = mean[q], r = rstd[q];
       double A = 0, B = 0;
@@ -295,31 +472,9 @@ void grouped_backward(const T* x, const T* dy, const T* w, const double* mean, c
           const T* gs = dy + ge.block(n, g);
           if (S == 1) {
             // Layer norm: one channel per element of the run.
-            const T* wk = w ? w + g * K : nullptr;
-            if (my_b)
-              for (int64_t k = 0; k < K; ++k) my_b[g * K + k] += static_cast<double>(gs[k]);
-            if (my_w)
-              for (int64_t k = 0; k < K; ++k)
-                my_w[g * K + k] += static_cast<double>(gs[k]) * (static_cast<double>(xs[k]) - m) * r;
-            if (need_ab) {
-              double a[kLanes] = {}, bb[kLanes] = {};
-              int64_t k = 0;
-              for (; k + kLanes <= K; k += kLanes)
-                for (int j = 0; j < kLanes; ++j) {
-                  const double gw = static_cast<double>(gs[k + j]) * (wk ? static_cast<double>(wk[k + j]) : 1.0);
-                  a[j] += gw;
-                  bb[j] += gw * (static_cast<double>(xs[k + j]) - m);
-                }
-              for (; k < K; ++k) {
-                const double gw = static_cast<double>(gs[k]) * (wk ? static_cast<double>(wk[k]) : 1.0);
-                A += gw;
-                B += gw * (static_cast<double>(xs[k]) - m);
-              }
-              for (int j = 0; j < kLanes; ++j) {
-                A += a[j];
-                B += bb[j];
-              }
-            }
+            row_sums(gs, xs, K, m, r, w ? w + g * K : nullptr, row_w ? row_w + g * K : nullptr,
+                     row_b ? row_b + g * K : nullptr, A, B);
+            if (++pending == kFlushRows) flush();
             continue;
           }
           for (int64_t k = 0; k < K; ++k) {
@@ -357,6 +512,7 @@ void grouped_backward(const T* x, const T* dy, const T* w, const double* mean, c
         }
       }
     }
+    flush();
   }
   if (private_sums) {
     for (int t = 0; t < nt; ++t)
@@ -846,9 +1002,11 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
   const Tensor xc = x.contiguous(), w = as_param(weight, dt), b = as_param(bias, dt);
   const Geom ge{d.N, d.C, 1, d.S, true};
   const int nt = max_threads();
-  // One task per channel when the channels spread evenly over the threads (statistics and normalize
-  // fused per channel); otherwise the per-channel primitives, which split work inside channels.
-  const bool grouped = d.S > 1 && (d.C % nt == 0 || d.C >= 4 * nt || xc.numel() < detail::kParallelGrain);
+  // One task per channel (statistics and normalize fused, the channel's second read from cache) only
+  // when the channel's N runs, C·S elements apart, fit the L2's associativity and the channels spread
+  // evenly over the threads. Otherwise the per-channel primitives: two streaming passes in memory
+  // order, split inside channels.
+  const bool grouped = d.N <= 4 && d.S > 1 && (d.C % nt == 0 || d.C >= 4 * nt);
 
   Tensor mean, rstd;
   if (!training) {
