@@ -53,6 +53,11 @@ void bench_op(const std::string& op, const Shape& shape, const Shape& pshape, co
          3 * bytes);
 }
 
+// The triad is timed between the ops and its best run reported at the end, so that the reference is
+// not one sample taken while another process held a core.
+double g_triad_ms = 1e30;
+int64_t g_triad_n = 0;
+
 void bench_triad(int64_t n, int iters) {
   Tensor a = Tensor::empty({n}), b = Tensor::ones({n}), c = Tensor::ones({n});
   float* pa = a.data_ptr<float>();
@@ -65,7 +70,8 @@ void bench_triad(int64_t n, int iters) {
         for (int64_t i = 0; i < n; ++i) pa[i] = pb[i] + s * pc[i];
       },
       iters);
-  report("triad", "-", ms, 3.0 * static_cast<double>(n) * sizeof(float));
+  g_triad_ms = std::min(g_triad_ms, ms);
+  g_triad_n = n;
 }
 
 }  // namespace
@@ -79,11 +85,16 @@ int main(int argc, char** argv) {
   bench_op("batch_norm2d", img, {64},
            [&](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5); },
            iters);
+  bench_triad(numel_of(img), iters);
   bench_op("instance_norm2d", img, {64},
            [](const Tensor& x, const Tensor& w, const Tensor& b) { return instance_norm(x, {}, {}, w, b); }, iters);
+  bench_triad(numel_of(img), iters);
   bench_op("group_norm32", img, {64},
            [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 32, w, b); }, iters);
+  bench_triad(numel_of(img), iters);
   bench_op("layer_norm1024", {4096, 1024}, {1024},
            [](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {1024}, w, b); }, iters);
+  bench_triad(numel_of(img), iters);
+  report("triad", "-", g_triad_ms, 3.0 * static_cast<double>(g_triad_n) * sizeof(float));
   return 0;
 }

@@ -17,7 +17,7 @@ tg = {(r[0], r[1]): (float(r[2]), float(r[3])) for r in csv.reader(open(sys.argv
 pt = {(r[0], r[1]): (float(r[2]), float(r[3])) for r in csv.reader(open(sys.argv[2]))}
 triad = tg.pop(("triad", "-"))[1]
 print("bytes: forward = read x + write y, backward = read x, dy + write dx (float32, params not counted)")
-print(f"triad a = b + s*c (same numel, 2 threads): {triad:.1f} GB/s\n")
+print(f"triad a = b + s*c (same numel, 2 threads, best run between the ops): {triad:.1f} GB/s\n")
 print(f"{'op':<16} {'pass':<9} {'tapegrad ms':>11} {'GB/s':>7} {'torch ms':>9} {'GB/s':>7} {'speedup':>8} {'% triad':>8}")
 for (op, pas), (ms, gbps) in tg.items():
     tms, tgbps = pt[(op, pas)]
