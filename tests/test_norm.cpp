@@ -456,6 +456,23 @@ TEST_CASE("instance_norm, group_norm and layer_norm kernels match a naive loop o
   }
 }
 
+TEST_CASE("large float32 outputs (streamed past the caches) match a naive loop, misaligned runs included") {
+  // Above 8 MB the kernels write with non-temporal stores; odd row lengths put most runs off the
+  // 32-byte boundary, so the scalar head, the streamed body and the tail all run.
+  check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {1023}, w, b); },
+                      {2051, 1023}, 2051, 1, 1023, 1, false, true, kFloat32, {1023}, 800);
+  check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, {}, {}, w, b, true); },
+                      {64, 3, 101, 111}, 64, 3, 1, 101 * 111, true, true, kFloat32, {3}, 801);
+  check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, {}, {}, w, b, true); },
+                      {2, 4, 513, 521}, 2, 4, 1, 513 * 521, true, true, kFloat32, {4}, 802);  // grouped path
+  check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, {}, {}, w, b, true); },
+                      {70001, 31}, 70001, 31, 1, 1, true, true, kFloat32, {31}, 803);  // (N, C) columns
+  check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 3, w, b); },
+                      {8, 6, 211, 211}, 8, 3, 2, 211 * 211, false, true, kFloat32, {6}, 804);
+  check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return instance_norm(x, {}, {}, w, b); },
+                      {5, 7, 245, 247}, 5, 7, 1, 245 * 247, false, true, kFloat32, {7}, 805);
+}
+
 TEST_CASE("statistics keep float32 precision when the mean dwarfs the spread") {
   // x = 1e4 + 0.01·z in float32: a one-pass float sum of squares would lose the variance entirely.
   Tensor x = random({4, 3000}, 300, kFloat32, 0.01, 1e4);

@@ -14,6 +14,9 @@
 #include "reduce.h"
 
 #include <omp.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -78,6 +81,46 @@ inline d4 lo4(f8 v) { return __builtin_convertvector(__builtin_shufflevector(v, 
 inline d4 hi4(f8 v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 4, 5, 6, 7), d4); }
 inline double hsum(d4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 inline d4 splat(double x) { return d4{x, x, x, x}; }
+
+// Outputs larger than this are written with non-temporal stores (float32 on x86 with AVX): every
+// line is overwritten entirely, so reading it in first (read-for-ownership) would only add a third
+// memory stream, and an output this large would not stay in cache anyway. A thread that streamed
+// ends its share of the work with store_fence().
+constexpr int64_t kStreamBytes = int64_t{8} << 20;
+
+template <typename T>
+bool should_stream(int64_t numel) {
+  return std::is_same_v<T, float> && numel * static_cast<int64_t>(sizeof(T)) >= kStreamBytes;
+}
+
+inline void store_fence() {
+#if defined(__AVX__)
+  _mm_sfence();
+#endif
+}
+
+// out[i] = one(i) for i in [0, n); for float32, vec(i) gives the 8 values at i (taking `auto` so that
+// its body is only instantiated for float32).
+template <typename T, typename Vec, typename One>
+inline void write_run(T* out, int64_t n, bool stream, Vec&& vec, One&& one) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<T, float>) {
+#if defined(__AVX__)
+    if (stream) {
+      for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 31) != 0; ++i) out[i] = one(i);
+      for (; i + 8 <= n; i += 8) _mm256_stream_ps(out + i, (__m256)vec(i));
+      for (; i < n; ++i) out[i] = one(i);
+      return;
+    }
+#endif
+    for (; i + 8 <= n; i += 8) {
+      const f8 v = vec(i);
+      std::memcpy(out + i, &v, sizeof v);
+    }
+  }
+  (void)stream;
+  for (; i < n; ++i) out[i] = one(i);
+}
 
 template <typename T>
 double lane_sum(const T* p, int64_t n) {
@@ -220,8 +263,10 @@ Center<T> center_of(double mean) {
 
 // y = (x - mean) · scale + shift
 template <typename T>
-void run_normalize(const T* x, T* y, int64_t n, Center<T> m, T scale, T shift) {
-  for (int64_t i = 0; i < n; ++i) y[i] = std::fma((x[i] - m.hi) - m.lo, scale, shift);
+void run_normalize(const T* x, T* y, int64_t n, Center<T> m, T scale, T shift, bool stream) {
+  write_run(
+      y, n, stream, [&](auto i) { return ((load8(x + i) - m.hi) - m.lo) * scale + shift; },
+      [&](int64_t i) { return ((x[i] - m.hi) - m.lo) * scale + shift; });
 }
 
 // Every closed-form backward here is dx = (dy·w - aq - (x - mean)·kq) · r: centred first and scaled
@@ -245,8 +290,11 @@ DxCoef<T> dx_coef(double mean, double r, double w, double A, double B, double in
   return c;
 }
 template <typename T>
-void run_dx(const T* dy, const T* x, T* dx, int64_t n, const DxCoef<T>& c) {
-  for (int64_t i = 0; i < n; ++i) dx[i] = std::fma(-((x[i] - c.m.hi) - c.m.lo), c.kq, dy[i] * c.w - c.aq) * c.r;
+void run_dx(const T* dy, const T* x, T* dx, int64_t n, const DxCoef<T>& c, bool stream) {
+  write_run(
+      dx, n, stream,
+      [&](auto i) { return (load8(dy + i) * c.w - c.aq - ((load8(x + i) - c.m.hi) - c.m.lo) * c.kq) * c.r; },
+      [&](int64_t i) { return (dy[i] * c.w - c.aq - ((x[i] - c.m.hi) - c.m.lo) * c.kq) * c.r; });
 }
 
 // PyTorch's InvStd for batch and instance norm: a zero variance with eps = 0 gives 0, not inf.
@@ -292,7 +340,8 @@ Moments group_moments(const T* x, const Geom& ge, int64_t q) {
 
 // y for group q given its statistics. w, b: per channel, or null.
 template <typename T>
-void normalize_group(const T* x, T* y, const T* w, const T* b, const Geom& ge, int64_t q, double mean, double rstd) {
+void normalize_group(const T* x, T* y, const T* w, const T* b, const Geom& ge, int64_t q, double mean, double rstd,
+                     bool stream) {
   const int64_t g = ge.g_of(q), K = ge.K, S = ge.S;
   const Center<T> m = center_of<T>(mean);
   const T r = static_cast<T>(rstd);
@@ -303,21 +352,27 @@ void normalize_group(const T* x, T* y, const T* w, const T* b, const Geom& ge, i
       // Layer norm: the affine parameters change along the run.
       const T* wk = w ? w + g * K : nullptr;
       const T* bk = b ? b + g * K : nullptr;
+      auto xhat = [&](auto k) { return ((load8(xs + k) - m.hi) - m.lo) * r; };
+      auto xhat1 = [&](int64_t k) { return ((xs[k] - m.hi) - m.lo) * r; };
       if (wk && bk) {
-        for (int64_t k = 0; k < K; ++k) ys[k] = std::fma(((xs[k] - m.hi) - m.lo) * r, wk[k], bk[k]);
+        write_run(
+            ys, K, stream, [&](auto k) { return xhat(k) * load8(wk + k) + load8(bk + k); },
+            [&](int64_t k) { return xhat1(k) * wk[k] + bk[k]; });
       } else if (wk) {
-        for (int64_t k = 0; k < K; ++k) ys[k] = ((xs[k] - m.hi) - m.lo) * r * wk[k];
+        write_run(
+            ys, K, stream, [&](auto k) { return xhat(k) * load8(wk + k); }, [&](int64_t k) { return xhat1(k) * wk[k]; });
       } else if (bk) {
-        for (int64_t k = 0; k < K; ++k) ys[k] = std::fma((xs[k] - m.hi) - m.lo, r, bk[k]);
+        write_run(
+            ys, K, stream, [&](auto k) { return xhat(k) + load8(bk + k); }, [&](int64_t k) { return xhat1(k) + bk[k]; });
       } else {
-        for (int64_t k = 0; k < K; ++k) ys[k] = ((xs[k] - m.hi) - m.lo) * r;
+        write_run(ys, K, stream, xhat, xhat1);
       }
       continue;
     }
     for (int64_t k = 0; k < K; ++k) {
       const int64_t c = g * K + k;
       const T scale = static_cast<T>(rstd * (w ? static_cast<double>(w[c]) : 1.0));
-      run_normalize(xs + k * S, ys + k * S, S, m, scale, b ? b[c] : T(0));
+      run_normalize(xs + k * S, ys + k * S, S, m, scale, b ? b[c] : T(0), stream);
     }
   }
 }
@@ -329,16 +384,21 @@ template <typename T>
 void grouped_forward(const T* x, T* y, const T* w, const T* b, double* mean, double* rstd, double* var,
                      const Geom& ge, bool compute_stats, bool zero_rule, double eps) {
   const int64_t Q = ge.groups();
-#pragma omp parallel for schedule(static) if (worth_parallel(ge.numel(), Q))
-  for (int64_t q = 0; q < Q; ++q) {
-    if (compute_stats) {
-      const Moments mo = group_moments(x, ge, q);
-      const double v = mo.m2 / mo.n;
-      mean[q] = mo.mean;
-      rstd[q] = inv_std(v, eps, zero_rule);
-      if (var) var[q] = v;
+  const bool stream = should_stream<T>(ge.numel());
+#pragma omp parallel if (worth_parallel(ge.numel(), Q))
+  {
+#pragma omp for schedule(static) nowait
+    for (int64_t q = 0; q < Q; ++q) {
+      if (compute_stats) {
+        const Moments mo = group_moments(x, ge, q);
+        const double v = mo.m2 / mo.n;
+        mean[q] = mo.mean;
+        rstd[q] = inv_std(v, eps, zero_rule);
+        if (var) var[q] = v;
+      }
+      normalize_group(x, y, w, b, ge, q, mean[q], rstd[q], stream);
     }
-    normalize_group(x, y, w, b, ge, q, mean[q], rstd[q]);
+    if (stream) store_fence();
   }
 }
 
@@ -440,6 +500,7 @@ void grouped_backward(const T* x, const T* dy, const T* w, const double* mean, c
   if (dw) std::fill(dw, dw + C, 0.0);
   if (db) std::fill(db, db + C, 0.0);
   const double inv_n = 1.0 / static_cast<double>(ge.group_size());
+  const bool stream = dx && should_stream<T>(ge.numel());
 
 #pragma omp parallel num_threads(nt) if (par)
   {
@@ -498,21 +559,26 @@ void grouped_backward(const T* x, const T* dy, const T* w, const double* mean, c
           const DxCoef<T> cf = dx_coef<T>(m, r, 1.0, A, B, inv_n, stats_constant);
           const T* wk = w ? w + g * K : nullptr;
           if (wk) {
-            for (int64_t k = 0; k < K; ++k)
-              ds[k] = std::fma(-((xs[k] - cf.m.hi) - cf.m.lo), cf.kq, gs[k] * wk[k] - cf.aq) * cf.r;
+            write_run(
+                ds, K, stream,
+                [&](auto k) {
+                  return (load8(gs + k) * load8(wk + k) - cf.aq - ((load8(xs + k) - cf.m.hi) - cf.m.lo) * cf.kq) * cf.r;
+                },
+                [&](int64_t k) { return (gs[k] * wk[k] - cf.aq - ((xs[k] - cf.m.hi) - cf.m.lo) * cf.kq) * cf.r; });
           } else {
-            run_dx(gs, xs, ds, K, cf);
+            run_dx(gs, xs, ds, K, cf, stream);
           }
           continue;
         }
         for (int64_t k = 0; k < K; ++k) {
           const int64_t c = g * K + k;
           const double wc = w ? static_cast<double>(w[c]) : 1.0;
-          run_dx(gs + k * S, xs + k * S, ds + k * S, S, dx_coef<T>(m, r, wc, A, B, inv_n, stats_constant));
+          run_dx(gs + k * S, xs + k * S, ds + k * S, S, dx_coef<T>(m, r, wc, A, B, inv_n, stats_constant), stream);
         }
       }
     }
     flush();
+    if (stream) store_fence();
   }
   if (private_sums) {
     for (int t = 0; t < nt; ++t)
@@ -604,20 +670,31 @@ struct ChannelAffine {
 template <typename T>
 void channel_normalize(const T* x, T* y, int64_t N, int64_t C, int64_t S, const ChannelAffine<T>& f) {
   const T *hi = f.hi.data(), *lo = f.lo.data(), *scale = f.scale.data(), *shift = f.shift.data();
+  const bool stream = should_stream<T>(N * C * S);
   if (S == 1) {
-#pragma omp parallel for schedule(static) if (worth_parallel(N * C, N))
-    for (int64_t r = 0; r < N; ++r) {
-      const T* xr = x + r * C;
-      T* yr = y + r * C;
-      for (int64_t c = 0; c < C; ++c) yr[c] = std::fma((xr[c] - hi[c]) - lo[c], scale[c], shift[c]);
+#pragma omp parallel if (worth_parallel(N * C, N))
+    {
+#pragma omp for schedule(static) nowait
+      for (int64_t r = 0; r < N; ++r) {
+        const T* xr = x + r * C;
+        write_run(
+            y + r * C, C, stream,
+            [&](auto c) { return ((load8(xr + c) - load8(hi + c)) - load8(lo + c)) * load8(scale + c) + load8(shift + c); },
+            [&](int64_t c) { return ((xr[c] - hi[c]) - lo[c]) * scale[c] + shift[c]; });
+      }
+      if (stream) store_fence();
     }
     return;
   }
   const Pieces pc(N * C, S);
-#pragma omp parallel for schedule(static) if (worth_parallel(N * C * S, pc.count()))
-  for (int64_t i = 0; i < pc.count(); ++i) {
-    const int64_t row = pc.row(i), c = row % C, off = row * S + pc.lo(i);
-    run_normalize(x + off, y + off, pc.hi(i) - pc.lo(i), Center<T>{hi[c], lo[c]}, scale[c], shift[c]);
+#pragma omp parallel if (worth_parallel(N * C * S, pc.count()))
+  {
+#pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < pc.count(); ++i) {
+      const int64_t row = pc.row(i), c = row % C, off = row * S + pc.lo(i);
+      run_normalize(x + off, y + off, pc.hi(i) - pc.lo(i), Center<T>{hi[c], lo[c]}, scale[c], shift[c], stream);
+    }
+    if (stream) store_fence();
   }
 }
 
@@ -677,25 +754,38 @@ template <typename T>
 void channel_dx(const T* dy, const T* x, T* dx, int64_t N, int64_t C, int64_t S, const ChannelDx<T>& f) {
   const T *hi = f.hi.data(), *lo = f.lo.data(), *w = f.w.data(), *aq = f.aq.data(), *kq = f.kq.data(),
           *rr = f.r.data();
+  const bool stream = should_stream<T>(N * C * S);
   if (S == 1) {
-#pragma omp parallel for schedule(static) if (worth_parallel(N * C, N))
-    for (int64_t r = 0; r < N; ++r) {
-      const T* gr = dy + r * C;
-      const T* xr = x + r * C;
-      T* dr = dx + r * C;
-      for (int64_t c = 0; c < C; ++c)
-        dr[c] = std::fma(-((xr[c] - hi[c]) - lo[c]), kq[c], gr[c] * w[c] - aq[c]) * rr[c];
+#pragma omp parallel if (worth_parallel(N * C, N))
+    {
+#pragma omp for schedule(static) nowait
+      for (int64_t r = 0; r < N; ++r) {
+        const T* gr = dy + r * C;
+        const T* xr = x + r * C;
+        write_run(
+            dx + r * C, C, stream,
+            [&](auto c) {
+              const auto xm = (load8(xr + c) - load8(hi + c)) - load8(lo + c);
+              return (load8(gr + c) * load8(w + c) - load8(aq + c) - xm * load8(kq + c)) * load8(rr + c);
+            },
+            [&](int64_t c) { return (gr[c] * w[c] - aq[c] - ((xr[c] - hi[c]) - lo[c]) * kq[c]) * rr[c]; });
+      }
+      if (stream) store_fence();
     }
     return;
   }
   const Pieces pc(N * C, S);
-#pragma omp parallel for schedule(static) if (worth_parallel(N * C * S, pc.count()))
-  for (int64_t i = 0; i < pc.count(); ++i) {
-    const int64_t row = pc.row(i), c = row % C, off = row * S + pc.lo(i);
-    DxCoef<T> cf;
-    cf.m = {hi[c], lo[c]};
-    cf.w = w[c], cf.aq = aq[c], cf.kq = kq[c], cf.r = rr[c];
-    run_dx(dy + off, x + off, dx + off, pc.hi(i) - pc.lo(i), cf);
+#pragma omp parallel if (worth_parallel(N * C * S, pc.count()))
+  {
+#pragma omp for schedule(static) nowait
+    for (int64_t i = 0; i < pc.count(); ++i) {
+      const int64_t row = pc.row(i), c = row % C, off = row * S + pc.lo(i);
+      DxCoef<T> cf;
+      cf.m = {hi[c], lo[c]};
+      cf.w = w[c], cf.aq = aq[c], cf.kq = kq[c], cf.r = rr[c];
+      run_dx(dy + off, x + off, dx + off, pc.hi(i) - pc.lo(i), cf, stream);
+    }
+    if (stream) store_fence();
   }
 }
 
