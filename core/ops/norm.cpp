@@ -622,7 +622,7 @@ void channel_moments(const T* x, int64_t N, int64_t C, int64_t S, Moments* out) 
   if (N * S == 0) return;
   if (S == 1) {
     // Column statistics of an (N, C) matrix: per thread a block of rows, cut into chunks of ~kChunk
-    // elements whose exact two-pass column moments are merged.
+    // elements whose two-pass float64 column moments are merged.
     const int nt = worth_parallel(N * C, N) ? max_threads() : 1;
     std::vector<Moments> part(static_cast<size_t>(nt * C));
     const int64_t R = std::max<int64_t>(1, kChunk / C);

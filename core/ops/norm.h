@@ -10,17 +10,22 @@
 //   layer_norm     prod(lead) 1    D       1              n over D         element k
 //
 // Forward: y = (x - mean) · rstd · w + b with rstd = 1 / sqrt(var + eps) and var the biased variance.
-// Statistics are computed per group in float64 (exact two-pass over cache-sized chunks, merged with
-// Chan's formula), so the input is read from memory once for the statistics and once more, usually
-// from cache, to normalize. Backward is closed form (xhat = (x - mean)·rstd, gw = dy·w, n = group size):
+// Statistics accumulate in float64 per L1-sized chunk (float32 data: one pass over shifted values;
+// float64 data: two passes), chunks merged with Chan's formula, so a large mean never cancels the
+// variance and the input is read from memory once for them; the normalizing read usually comes from
+// cache, and outputs of 8 MB or more are written past the caches. Backward is closed form
+// (xhat = (x - mean)·rstd, gw = dy·w, n = group size):
 //
 //   dx = rstd · (gw - mean_grp(gw) - xhat · mean_grp(gw · xhat))     (statistics from the batch)
 //   dx = rstd · gw                                                     (running statistics: constants)
 //   dw_c = Σ dy · xhat ,  db_c = Σ dy                                  (over everything but channel c)
 //
 // Each op records one node ("batch_norm", "instance_norm", "layer_norm", "group_norm") whose fused
-// backward produces dx, dw and db in two passes over (x, dy). Under create_graph the backward is
-// built from differentiable ops instead, so higher-order gradients work.
+// backward produces dx, dw and db in two passes over (x, dy); its per-group sums are float64 (layer
+// norm's per-element dw, db sum blocks of 16 rows in float32 before adding them in float64). Under
+// create_graph the backward is built from differentiable ops instead, so higher-order gradients work.
+// Batch norm on (N, C, *) with N > 4 runs as two streaming passes through the per-channel primitives
+// below (a channel's N runs lie C·S apart and would collide in the L2), otherwise one task per channel.
 //
 // Error messages are PyTorch's (F.batch_norm & co. and the ATen checks), prefixed with the op name.
 #pragma once
