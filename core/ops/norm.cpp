@@ -82,6 +82,11 @@ inline d4 hi4(f8 v) { return __builtin_convertvector(__builtin_shufflevector(v, 
 inline double hsum(d4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 inline d4 splat(double x) { return d4{x, x, x, x}; }
 
+// Reading passes prefetch this far ahead: groups follow each other in memory, and the hardware
+// prefetchers stop at every 4 KB page, which is one row of a typical group.
+constexpr int64_t kPrefetchBytes = 2048;
+inline void prefetch_ahead(const void* p) { __builtin_prefetch(static_cast<const char*>(p) + kPrefetchBytes); }
+
 // Outputs larger than this are written with non-temporal stores (float32 on x86 with AVX): every
 // line is overwritten entirely, so reading it in first (read-for-ownership) would only add a third
 // memory stream, and an output this large would not stay in cache anyway. A thread that streamed
@@ -162,6 +167,7 @@ inline Moments chunk_moments(const float* q, int64_t c) {
   d4 s1[4] = {}, s2[4] = {};  // 16 elements per step, four independent chains per sum
   int64_t i = 0;
   for (; i + 16 <= c; i += 16) {
+    prefetch_ahead(q + i);
     const f8 u = load8(q + i), v = load8(q + i + 8);
     const d4 d[4] = {lo4(u) - sh, hi4(u) - sh, lo4(v) - sh, hi4(v) - sh};
     for (int j = 0; j < 4; ++j) {
@@ -200,6 +206,10 @@ inline void run_sums(const float* dy, const float* x, int64_t n, double m, doubl
   d4 a[4] = {}, b[4] = {};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
+    if ((i & 15) == 0) {
+      prefetch_ahead(dy + i);
+      prefetch_ahead(x + i);
+    }
     const f8 g = load8(dy + i), v = load8(x + i);
     const d4 g0 = lo4(g), g1 = hi4(g);
     a[0] += g0;
@@ -423,6 +433,10 @@ void row_sums_impl(const T* dy, const T* x, int64_t K, double m, double r, const
     const float rf = static_cast<float>(r);
     d4 a[2] = {}, b[2] = {};
     for (; k + 8 <= K; k += 8) {
+      if ((k & 15) == 0) {
+        prefetch_ahead(dy + k);
+        prefetch_ahead(x + k);
+      }
       const f8 gv = load8(dy + k), xv = load8(x + k);
       const d4 g[2] = {lo4(gv), hi4(gv)}, xm[2] = {lo4(xv) - mm, hi4(xv) - mm};
       d4 gw[2] = {g[0], g[1]};
