@@ -77,8 +77,17 @@ inline d4 load4(const double* p) {
   return v;
 }
 inline void store4(double* p, d4 v) { std::memcpy(p, &v, sizeof v); }
-inline d4 lo4(f8 v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3), d4); }
-inline d4 hi4(f8 v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 4, 5, 6, 7), d4); }
+using f4 = float __attribute__((vector_size(16)));
+// Four floats from memory widened to float64 (one vcvtps2pd with a memory operand on AVX).
+inline d4 cvt4(const float* p) {
+#if defined(__AVX__)
+  return (d4)_mm256_cvtps_pd(_mm_loadu_ps(p));  // GCC lowers the generic form to 128-bit halves
+#else
+  f4 v;
+  std::memcpy(&v, p, sizeof v);
+  return __builtin_convertvector(v, d4);
+#endif
+}
 inline double hsum(d4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 inline d4 splat(double x) { return d4{x, x, x, x}; }
 
@@ -164,18 +173,16 @@ double lane_sq_dev(const T* p, int64_t n, double mu) {
 inline Moments chunk_moments(const float* q, int64_t c) {
   const double shift = static_cast<double>(q[0]);
   const d4 sh = splat(shift);
-  d4 s1[4] = {}, s2[4] = {};  // 16 elements per step, four independent chains per sum
+  // 16 elements per step, four independent chains per sum.
+  d4 a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
   int64_t i = 0;
   for (; i + 16 <= c; i += 16) {
     prefetch_ahead(q + i);
-    const f8 u = load8(q + i), v = load8(q + i + 8);
-    const d4 d[4] = {lo4(u) - sh, hi4(u) - sh, lo4(v) - sh, hi4(v) - sh};
-    for (int j = 0; j < 4; ++j) {
-      s1[j] += d[j];
-      s2[j] += d[j] * d[j];
-    }
+    const d4 d0 = cvt4(q + i) - sh, d1 = cvt4(q + i + 4) - sh, d2 = cvt4(q + i + 8) - sh, d3 = cvt4(q + i + 12) - sh;
+    a0 += d0, a1 += d1, a2 += d2, a3 += d3;
+    b0 += d0 * d0, b1 += d1 * d1, b2 += d2 * d2, b3 += d3 * d3;
   }
-  double t1 = hsum((s1[0] + s1[1]) + (s1[2] + s1[3])), t2 = hsum((s2[0] + s2[1]) + (s2[2] + s2[3]));
+  double t1 = hsum((a0 + a1) + (a2 + a3)), t2 = hsum((b0 + b1) + (b2 + b3));
   for (; i < c; ++i) {
     const double d = static_cast<double>(q[i]) - shift;
     t1 += d;
@@ -203,30 +210,17 @@ Moments run_moments(const T* p, int64_t len) {
 // sdy += Σ dy ; sdyx += Σ dy · (x - m)
 inline void run_sums(const float* dy, const float* x, int64_t n, double m, double& sdy, double& sdyx) {
   const d4 mm = splat(m);
-  d4 a[4] = {}, b[4] = {};
+  d4 a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    if ((i & 15) == 0) {
-      prefetch_ahead(dy + i);
-      prefetch_ahead(x + i);
-    }
-    const f8 g = load8(dy + i), v = load8(x + i);
-    const d4 g0 = lo4(g), g1 = hi4(g);
-    a[0] += g0;
-    a[1] += g1;
-    b[0] += g0 * (lo4(v) - mm);
-    b[1] += g1 * (hi4(v) - mm);
-    if (i + 16 <= n) {
-      const f8 h = load8(dy + i + 8), u = load8(x + i + 8);
-      const d4 h0 = lo4(h), h1 = hi4(h);
-      a[2] += h0;
-      a[3] += h1;
-      b[2] += h0 * (lo4(u) - mm);
-      b[3] += h1 * (hi4(u) - mm);
-      i += 8;
-    }
+  for (; i + 16 <= n; i += 16) {
+    prefetch_ahead(dy + i);
+    prefetch_ahead(x + i);
+    const d4 g0 = cvt4(dy + i), g1 = cvt4(dy + i + 4), g2 = cvt4(dy + i + 8), g3 = cvt4(dy + i + 12);
+    a0 += g0, a1 += g1, a2 += g2, a3 += g3;
+    b0 += g0 * (cvt4(x + i) - mm), b1 += g1 * (cvt4(x + i + 4) - mm);
+    b2 += g2 * (cvt4(x + i + 8) - mm), b3 += g3 * (cvt4(x + i + 12) - mm);
   }
-  double s0 = hsum((a[0] + a[1]) + (a[2] + a[3])), s1 = hsum((b[0] + b[1]) + (b[2] + b[3]));
+  double s0 = hsum((a0 + a1) + (a2 + a3)), s1 = hsum((b0 + b1) + (b2 + b3));
   for (; i < n; ++i) {
     const double g = static_cast<double>(dy[i]);
     s0 += g;
@@ -438,12 +432,11 @@ void row_sums_impl(const T* dy, const T* x, int64_t K, double m, double r, const
         prefetch_ahead(x + k);
       }
       const f8 gv = load8(dy + k), xv = load8(x + k);
-      const d4 g[2] = {lo4(gv), hi4(gv)}, xm[2] = {lo4(xv) - mm, hi4(xv) - mm};
+      const d4 g[2] = {cvt4(dy + k), cvt4(dy + k + 4)}, xm[2] = {cvt4(x + k) - mm, cvt4(x + k + 4) - mm};
       d4 gw[2] = {g[0], g[1]};
       if constexpr (HasW) {
-        const f8 wv = load8(w + k);
-        gw[0] *= lo4(wv);
-        gw[1] *= hi4(wv);
+        gw[0] *= cvt4(w + k);
+        gw[1] *= cvt4(w + k + 4);
       }
       for (int j = 0; j < 2; ++j) {
         a[j] += gw[j];
