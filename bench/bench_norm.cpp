@@ -49,7 +49,12 @@ void bench_op(const std::string& op, const Shape& shape, const Shape& pshape, co
   report(op, "forward", best_ms([&] { (void)f(x, w, b); }, iters), 2 * bytes);
   Tensor y = f(x, w, b);
   const Tensor g = Tensor::randn(shape, {}, &gen);
-  report(op, "backward", best_ms([&] { (void)autograd::grad({y}, {x, w, b}, {g}, /*retain_graph=*/true); }, iters),
+  report(op, "backward",
+         best_ms(
+             [&] {
+               (void)autograd::grad({y}, {x, w, b}, {g}, /*retain_graph=*/true);
+             },
+             iters),
          3 * bytes);
 }
 
@@ -82,18 +87,22 @@ int main(int argc, char** argv) {
   const Shape img{64, 64, 32, 32};
   bench_triad(numel_of(img), iters);
   Tensor rm = Tensor::zeros({64}), rv = Tensor::ones({64});
-  bench_op("batch_norm2d", img, {64},
-           [&](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5); },
-           iters);
+  bench_op(
+      "batch_norm2d", img, {64},
+      [&](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5); },
+      iters);
   bench_triad(numel_of(img), iters);
-  bench_op("instance_norm2d", img, {64},
-           [](const Tensor& x, const Tensor& w, const Tensor& b) { return instance_norm(x, {}, {}, w, b); }, iters);
+  bench_op(
+      "instance_norm2d", img, {64},
+      [](const Tensor& x, const Tensor& w, const Tensor& b) { return instance_norm(x, {}, {}, w, b); }, iters);
   bench_triad(numel_of(img), iters);
-  bench_op("group_norm32", img, {64},
-           [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 32, w, b); }, iters);
+  bench_op(
+      "group_norm32", img, {64},
+      [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 32, w, b); }, iters);
   bench_triad(numel_of(img), iters);
-  bench_op("layer_norm1024", {4096, 1024}, {1024},
-           [](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {1024}, w, b); }, iters);
+  bench_op(
+      "layer_norm1024", {4096, 1024}, {1024},
+      [](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {1024}, w, b); }, iters);
   bench_triad(numel_of(img), iters);
   report("triad", "-", g_triad_ms, 3.0 * static_cast<double>(g_triad_n) * sizeof(float));
   return 0;

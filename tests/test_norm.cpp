@@ -145,20 +145,25 @@ void replay_all(const std::string& file) {
   replay_stateless(file, "in1d_unbatched", [](const Tensor& x, const Tensor& w, const Tensor& b) {
     return instance_norm(x.unsqueeze(0), {}, {}, w, b, true, 0.1, 1e-5).squeeze(0);
   });
-  replay_stateless(file, "ln", [](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {8}, w, b); });
-  replay_stateless(file, "ln2",
-                   [](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {4, 5}, w, b); });
+  replay_stateless(file, "ln",
+                   [](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {8}, w, b); });
+  replay_stateless(file, "ln2", [](const Tensor& x, const Tensor& w, const Tensor& b) {
+    return layer_norm(x, {4, 5}, w, b);
+  });
   replay_stateless(file, "ln_noaffine",
                    [](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {6}, w, b); });
   replay_stateless(file, "ln_size1",
                    [](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {1}, w, b); });
-  replay_stateless(file, "gn", [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 3, w, b); });
+  replay_stateless(file, "gn",
+                   [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 3, w, b); });
   replay_stateless(file, "gn_noaffine",
                    [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 2, w, b); });
   replay_stateless(file, "gn_nospatial",
                    [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 3, w, b); });
-  replay_stateless(file, "gn_g1", [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 1, w, b); });
-  replay_stateless(file, "gn_gc", [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 4, w, b); });
+  replay_stateless(file, "gn_g1",
+                   [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 1, w, b); });
+  replay_stateless(file, "gn_gc",
+                   [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 4, w, b); });
 }
 
 // ---- a naive float64 reference: plain loops over x viewed as (N, G, K, S) ----
@@ -169,8 +174,8 @@ struct Ref {
 
 // Statistics per g over (N, K, S) when across (batch norm), else per (n, g) over (K, S); affine per
 // channel c = g·K + k (empty w / b: none). When `given_mean` is set the statistics are constants.
-Ref naive_norm(const std::vector<double>& x, const std::vector<double>& gy, int64_t N, int64_t G, int64_t K,
-               int64_t S, bool across, const std::vector<double>& w, const std::vector<double>& b, double eps,
+Ref naive_norm(const std::vector<double>& x, const std::vector<double>& gy, int64_t N, int64_t G, int64_t K, int64_t S,
+               bool across, const std::vector<double>& w, const std::vector<double>& b, double eps,
                const std::vector<double>* given_mean = nullptr, const std::vector<double>* given_var = nullptr) {
   const int64_t Q = across ? G : N * G;
   Ref r;
@@ -299,7 +304,9 @@ void check_same_grads(const NormFn& f, const NormFn& g, const Tensor& x0, const 
 // PyTorch fixtures
 // ======================================================================================================
 
-TEST_CASE("norm ops match PyTorch in float32: train steps, running stats, eval, gradients") { replay_all("norm.safetensors"); }
+TEST_CASE("norm ops match PyTorch in float32: train steps, running stats, eval, gradients") {
+  replay_all("norm.safetensors");
+}
 
 TEST_CASE("norm ops match PyTorch in float64") { replay_all("norm64.safetensors"); }
 
@@ -316,7 +323,9 @@ TEST_CASE("fixture provenance is recorded") {
 TEST_CASE("batch_norm's fused backward equals the composed computation's, train and eval") {
   const Tensor x = testing::randn64({4, 3, 5, 2}, 1, false), w = testing::randn64({3}, 2, false),
                b = testing::randn64({3}, 3, false);
-  NormFn fused = [](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, {}, {}, w, b, true, 0.1, 1e-5); };
+  NormFn fused = [](const Tensor& x, const Tensor& w, const Tensor& b) {
+    return batch_norm(x, {}, {}, w, b, true, 0.1, 1e-5);
+  };
   NormFn composed = [](const Tensor& x, const Tensor& w, const Tensor& b) {
     return composed_norm(x, {4, 3, 1, 10}, true, w, b, 1e-5);
   };
@@ -324,9 +333,12 @@ TEST_CASE("batch_norm's fused backward equals the composed computation's, train 
   check_same_grads(fused, composed, x, {}, {}, 12);
   // (N, C): the column kernels.
   const Tensor x2 = testing::randn64({9, 5}, 4, false), w2 = testing::randn64({5}, 5, false);
-  check_same_grads(fused, [](const Tensor& x, const Tensor& w, const Tensor& b) {
-    return composed_norm(x, {9, 5, 1, 1}, true, w, b, 1e-5);
-  }, x2, w2, w2 * 0.5, 13);
+  check_same_grads(
+      fused,
+      [](const Tensor& x, const Tensor& w, const Tensor& b) {
+        return composed_norm(x, {9, 5, 1, 1}, true, w, b, 1e-5);
+      },
+      x2, w2, w2 * 0.5, 13);
   // Eval: running statistics are constants.
   const Tensor rm = testing::randn64({3}, 6, false), rv = testing::randn64({3}, 7, false).abs() + 0.5;
   check_same_grads(
@@ -357,11 +369,14 @@ TEST_CASE("instance_norm, layer_norm and group_norm fused backward equal the com
                    },
                    x, {}, {}, 26);
   const Tensor wl = testing::randn64({5, 3}, 27, false), bl = testing::randn64({5, 3}, 28, false);
-  check_same_grads([](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {5, 3}, w, b); },
-                   [](const Tensor& x, const Tensor& w, const Tensor& b) {
-                     return composed_norm(x, {12, 1, 15, 1}, false, w, b, 1e-5);
-                   },
-                   x, wl, bl, 29);
+  check_same_grads(
+      [](const Tensor& x, const Tensor& w, const Tensor& b) {
+        return layer_norm(x, {5, 3}, w, b);
+      },
+      [](const Tensor& x, const Tensor& w, const Tensor& b) {
+        return composed_norm(x, {12, 1, 15, 1}, false, w, b, 1e-5);
+      },
+      x, wl, bl, 29);
   // Instance norm in eval with running stats: constants.
   const Tensor rm = testing::randn64({4}, 30, false), rv = testing::randn64({4}, 31, false).abs() + 0.5;
   check_same_grads(
@@ -380,11 +395,14 @@ TEST_CASE("instance_norm, layer_norm and group_norm fused backward equal the com
 TEST_CASE("gradcheck: every norm op in float64, train and eval") {
   Tensor x = testing::randn64({3, 2, 4}, 41), w = testing::randn64({2}, 42), b = testing::randn64({2}, 43);
   const Tensor rm = testing::randn64({2}, 44, false), rv = testing::randn64({2}, 45, false).abs() + 0.5;
-  REQUIRE(gradcheck([](const std::vector<Tensor>& t) { return batch_norm(t[0], {}, {}, t[1], t[2], true); }, {x, w, b}));
-  REQUIRE(gradcheck([&](const std::vector<Tensor>& t) { return batch_norm(t[0], rm, rv, t[1], t[2], false); }, {x, w, b}));
+  REQUIRE(
+      gradcheck([](const std::vector<Tensor>& t) { return batch_norm(t[0], {}, {}, t[1], t[2], true); }, {x, w, b}));
+  REQUIRE(
+      gradcheck([&](const std::vector<Tensor>& t) { return batch_norm(t[0], rm, rv, t[1], t[2], false); }, {x, w, b}));
   REQUIRE(gradcheck([](const std::vector<Tensor>& t) { return batch_norm(t[0], {}, {}, {}, {}, true); }, {x}));
   Tensor x2 = testing::randn64({5, 3}, 46), w3 = testing::randn64({3}, 47), b3 = testing::randn64({3}, 48);
-  REQUIRE(gradcheck([](const std::vector<Tensor>& t) { return batch_norm(t[0], {}, {}, t[1], t[2], true); }, {x2, w3, b3}));
+  REQUIRE(
+      gradcheck([](const std::vector<Tensor>& t) { return batch_norm(t[0], {}, {}, t[1], t[2], true); }, {x2, w3, b3}));
   REQUIRE(gradcheck([](const std::vector<Tensor>& t) { return instance_norm(t[0], {}, {}, t[1], t[2]); }, {x, w, b}));
   REQUIRE(gradcheck([&](const std::vector<Tensor>& t) { return instance_norm(t[0], rm, rv, t[1], t[2], false); },
                     {x, w, b}));
@@ -399,10 +417,12 @@ TEST_CASE("gradcheck: every norm op in float64, train and eval") {
 TEST_CASE("gradgradcheck: double backward through the composed backward") {
   Tensor x = testing::randn64({3, 2, 3}, 61), w = testing::randn64({2}, 62), b = testing::randn64({2}, 63);
   const Tensor rm = testing::randn64({2}, 64, false), rv = testing::randn64({2}, 65, false).abs() + 0.5;
-  REQUIRE(gradgradcheck([](const std::vector<Tensor>& t) { return batch_norm(t[0], {}, {}, t[1], t[2], true); }, {x, w, b}));
+  REQUIRE(gradgradcheck([](const std::vector<Tensor>& t) { return batch_norm(t[0], {}, {}, t[1], t[2], true); },
+                        {x, w, b}));
   REQUIRE(gradgradcheck([&](const std::vector<Tensor>& t) { return batch_norm(t[0], rm, rv, t[1], t[2], false); },
                         {x, w, b}));
-  REQUIRE(gradgradcheck([](const std::vector<Tensor>& t) { return instance_norm(t[0], {}, {}, t[1], t[2]); }, {x, w, b}));
+  REQUIRE(
+      gradgradcheck([](const std::vector<Tensor>& t) { return instance_norm(t[0], {}, {}, t[1], t[2]); }, {x, w, b}));
   Tensor wl = testing::randn64({3}, 66), bl = testing::randn64({3}, 67);
   REQUIRE(gradgradcheck([](const std::vector<Tensor>& t) { return layer_norm(t[0], {3}, t[1], t[2]); }, {x, wl, bl}));
   Tensor xg = testing::randn64({2, 4, 2}, 68), wg = testing::randn64({4}, 69), bg = testing::randn64({4}, 70);
@@ -414,7 +434,9 @@ TEST_CASE("gradgradcheck: double backward through the composed backward") {
 // ======================================================================================================
 
 TEST_CASE("batch_norm kernels match a naive loop on odd shapes (grouped, per-channel and column paths)") {
-  auto bn = [](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, {}, {}, w, b, true, 0.1, 1e-5); };
+  auto bn = [](const Tensor& x, const Tensor& w, const Tensor& b) {
+    return batch_norm(x, {}, {}, w, b, true, 0.1, 1e-5);
+  };
   for (DType dt : {kFloat32, kFloat64}) {
     check_against_naive(bn, {1, 3, 7}, 1, 3, 1, 7, true, true, dt, {3}, 100);
     check_against_naive(bn, {5, 4, 3, 3}, 5, 4, 1, 9, true, false, dt, {4}, 101);
@@ -432,10 +454,12 @@ TEST_CASE("batch_norm kernels match a naive loop on odd shapes (grouped, per-cha
 
 TEST_CASE("instance_norm, group_norm and layer_norm kernels match a naive loop on odd shapes") {
   for (DType dt : {kFloat32, kFloat64}) {
-    check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return instance_norm(x, {}, {}, w, b); },
-                        {3, 5, 7}, 3, 5, 1, 7, false, true, dt, {5}, 200);
-    check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return instance_norm(x, {}, {}, w, b); },
-                        {5, 7, 37, 29}, 5, 7, 1, 37 * 29, false, true, dt, {7}, 201);
+    check_against_naive(
+        [](const Tensor& x, const Tensor& w, const Tensor& b) { return instance_norm(x, {}, {}, w, b); }, {3, 5, 7}, 3,
+        5, 1, 7, false, true, dt, {5}, 200);
+    check_against_naive(
+        [](const Tensor& x, const Tensor& w, const Tensor& b) { return instance_norm(x, {}, {}, w, b); },
+        {5, 7, 37, 29}, 5, 7, 1, 37 * 29, false, true, dt, {7}, 201);
     check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 3, w, b); },
                         {2, 9, 5}, 2, 3, 3, 5, false, true, dt, {9}, 202);
     check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 4, w, b); },
@@ -449,8 +473,11 @@ TEST_CASE("instance_norm, group_norm and layer_norm kernels match a naive loop o
     // Rows longer than one statistics chunk, with a tail that is not a multiple of the lanes.
     check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {5003}, w, b); },
                         {9, 5003}, 9, 1, 5003, 1, false, true, dt, {5003}, 207, 0.5, 30.0);
-    check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {3, 11}, w, b); },
-                        {2, 501, 3, 11}, 1002, 1, 33, 1, false, true, dt, {3, 11}, 208);
+    check_against_naive(
+        [](const Tensor& x, const Tensor& w, const Tensor& b) {
+          return layer_norm(x, {3, 11}, w, b);
+        },
+        {2, 501, 3, 11}, 1002, 1, 33, 1, false, true, dt, {3, 11}, 208);
     check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {9}, w, b); },
                         {4, 9}, 4, 1, 9, 1, false, false, dt, {9}, 209);
   }
@@ -461,12 +488,15 @@ TEST_CASE("large float32 outputs (streamed past the caches) match a naive loop, 
   // 32-byte boundary, so the scalar head, the streamed body and the tail all run.
   check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {1023}, w, b); },
                       {2051, 1023}, 2051, 1, 1023, 1, false, true, kFloat32, {1023}, 800);
-  check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, {}, {}, w, b, true); },
-                      {64, 3, 101, 111}, 64, 3, 1, 101 * 111, true, true, kFloat32, {3}, 801);
-  check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, {}, {}, w, b, true); },
-                      {2, 4, 513, 521}, 2, 4, 1, 513 * 521, true, true, kFloat32, {4}, 802);  // grouped path
-  check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, {}, {}, w, b, true); },
-                      {70001, 31}, 70001, 31, 1, 1, true, true, kFloat32, {31}, 803);  // (N, C) columns
+  check_against_naive(
+      [](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, {}, {}, w, b, true); },
+      {64, 3, 101, 111}, 64, 3, 1, 101 * 111, true, true, kFloat32, {3}, 801);
+  check_against_naive(
+      [](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, {}, {}, w, b, true); },
+      {2, 4, 513, 521}, 2, 4, 1, 513 * 521, true, true, kFloat32, {4}, 802);  // grouped path
+  check_against_naive(
+      [](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, {}, {}, w, b, true); }, {70001, 31},
+      70001, 31, 1, 1, true, true, kFloat32, {31}, 803);  // (N, C) columns
   check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 3, w, b); },
                       {8, 6, 211, 211}, 8, 3, 2, 211 * 211, false, true, kFloat32, {6}, 804);
   check_against_naive([](const Tensor& x, const Tensor& w, const Tensor& b) { return instance_norm(x, {}, {}, w, b); },
@@ -477,12 +507,14 @@ TEST_CASE("statistics keep float32 precision when the mean dwarfs the spread") {
   // x = 1e4 + 0.01·z in float32: a one-pass float sum of squares would lose the variance entirely.
   Tensor x = random({4, 3000}, 300, kFloat32, 0.01, 1e4);
   const Tensor y = layer_norm(x, {3000});
-  const Ref r = naive_norm(x.to_vector<double>(), std::vector<double>(x.numel(), 0.0), 4, 1, 3000, 1, false, {}, {}, 1e-5);
+  const Ref r =
+      naive_norm(x.to_vector<double>(), std::vector<double>(x.numel(), 0.0), 4, 1, 3000, 1, false, {}, {}, 1e-5);
   require_close(y, tensor_of(r.y, {4, 3000}, kFloat64), 1e-4, 1e-3);
   Tensor xb = random({64, 2, 1000}, 301, kFloat32, 0.01, -1e4);
   Tensor rm = Tensor::zeros({2}), rv = Tensor::ones({2});
   batch_norm(xb, rm, rv, {}, {}, true, 1.0, 1e-5);
-  const Ref rb = naive_norm(xb.to_vector<double>(), std::vector<double>(xb.numel(), 0.0), 64, 2, 1, 1000, true, {}, {}, 1e-5);
+  const Ref rb =
+      naive_norm(xb.to_vector<double>(), std::vector<double>(xb.numel(), 0.0), 64, 2, 1, 1000, true, {}, {}, 1e-5);
   const double n = 64000;
   require_close(rm, Tensor::from_vector(rb.mean, {2}).to(kFloat32), 1e-7, 0);
   require_close(rv, Tensor::from_vector(std::vector<double>{rb.var[0] * n / (n - 1), rb.var[1] * n / (n - 1)}, {2}),
@@ -534,7 +566,7 @@ TEST_CASE("instance_norm running stats average the per-instance unbiased varianc
   const Tensor x = testing::randn64({3, 2, 5}, 410, false) * 1.5;
   Tensor rm = Tensor::zeros({2}, {.dtype = kFloat64}), rv = Tensor::ones({2}, {.dtype = kFloat64});
   instance_norm(x, rm, rv, {}, {}, true, 0.4, 1e-5);
-  const Tensor mu = x.mean({2});                                           // (3, 2)
+  const Tensor mu = x.mean({2});                                         // (3, 2)
   const Tensor var_u = (x - x.mean({2}, true)).pow(2.0).sum({2}) / 4.0;  // s - 1 = 4
   require_close(rm, mu.mean({0}) * 0.4, 1e-12, 1e-14);
   require_close(rv, var_u.mean({0}) * 0.4 + 0.6, 1e-12, 1e-14);
@@ -578,7 +610,8 @@ TEST_CASE("eps = 0 with a constant channel: batch and instance norm give b, laye
   const Tensor ye = batch_norm(x.detach(), Tensor::ones({2}), Tensor::zeros({2}), {}, {}, false, 0.1, 0.0);
   REQUIRE(std::isnan(ye.select(1, 0).sum().item()));
   // Instance norm goes through the same rule; layer and group norm do not.
-  REQUIRE(allclose(instance_norm(Tensor::ones({2, 4, 3}), {}, {}, {}, {}, true, 0.1, 0.0), Tensor::zeros({2, 4, 3}), 0, 0));
+  REQUIRE(
+      allclose(instance_norm(Tensor::ones({2, 4, 3}), {}, {}, {}, {}, true, 0.1, 0.0), Tensor::zeros({2, 4, 3}), 0, 0));
   REQUIRE(std::isnan(layer_norm(Tensor::ones({2, 3}), {3}, {}, {}, 0.0).sum().item()));
   REQUIRE(std::isnan(group_norm(Tensor::ones({2, 4, 3}), 2, {}, {}, 0.0).sum().item()));
 }
@@ -688,7 +721,8 @@ TEST_CASE("group_norm errors, including the bias message that prints the weight'
                 "group_norm: Expected more than 1 value per channel when training, got input size [1, 2, 1]");
   REQUIRE_ERROR(group_norm(Tensor::zeros({1, 4}), 4),
                 "group_norm: Expected more than 1 value per channel when training, got input size [1, 4]");
-  REQUIRE_ERROR(group_norm(Tensor::zeros({2, 4, 3}), -2), "group_norm: Expected num groups to be greater than 0, got -2");
+  REQUIRE_ERROR(group_norm(Tensor::zeros({2, 4, 3}), -2),
+                "group_norm: Expected num groups to be greater than 0, got -2");
   REQUIRE_ERROR(group_norm(Tensor::zeros({4}), 2),
                 "group_norm: Expected at least 2 dimensions for input tensor but received 1");
 }
@@ -749,7 +783,8 @@ TEST_CASE("gather_stats_with_counts merges ranks exactly as the union (Chan), sk
   const Tensor x = testing::randn64({7, 2, 3}, 610, false) * 3.0 + 1.0;
   const Tensor a = x.narrow(0, 0, 2), b = x.narrow(0, 2, 5);
   const BatchNormStats sa = batch_norm_stats(a, 1e-5), sb = batch_norm_stats(b, 1e-5), sx = batch_norm_stats(x, 1e-5);
-  const Tensor mean_all = Tensor::zeros({3, 2}, {.dtype = kFloat64}), invstd_all = Tensor::zeros({3, 2}, {.dtype = kFloat64});
+  const Tensor mean_all = Tensor::zeros({3, 2}, {.dtype = kFloat64}),
+               invstd_all = Tensor::zeros({3, 2}, {.dtype = kFloat64});
   {
     autograd::NoGradGuard ng;
     mean_all.select(0, 0).copy_(sa.mean);

@@ -61,9 +61,14 @@ constexpr int kLanes = 8;
 // Elements whose moments are taken before merging with Chan's formula: small enough to stay in L1.
 constexpr int64_t kChunk = 2048;
 
-// float32 data accumulated in float64 with explicit vectors (GCC/Clang vector extensions: AVX on
-// x86 with -march=native, pairs of SSE/NEON registers elsewhere). Auto-vectorization of these
-// mixed-width reductions is not reliable, and a single accumulator would be latency-bound.
+// float32 data accumulated in float64 with explicit AVX vectors (GCC/Clang vector extensions plus
+// two intrinsics). Auto-vectorization of these mixed-width reductions is not reliable, and a single
+// accumulator would be latency-bound. Without AVX the scalar-lane loops are used instead and the
+// vector lambdas given to write_run are replaced by stubs (TG_VEC), so no 32-byte vector is ever
+// passed by value there (GCC's -Wpsabi note, which a pragma cannot silence).
+#if defined(__AVX__)
+#define TG_NORM_VECTORS 1
+#define TG_VEC(...) __VA_ARGS__
 using d4 = double __attribute__((vector_size(32)));
 using f8 = float __attribute__((vector_size(32)));
 inline f8 load8(const float* p) {
@@ -77,19 +82,15 @@ inline d4 load4(const double* p) {
   return v;
 }
 inline void store4(double* p, d4 v) { std::memcpy(p, &v, sizeof v); }
-using f4 = float __attribute__((vector_size(16)));
-// Four floats from memory widened to float64 (one vcvtps2pd with a memory operand on AVX).
-inline d4 cvt4(const float* p) {
-#if defined(__AVX__)
-  return (d4)_mm256_cvtps_pd(_mm_loadu_ps(p));  // GCC lowers the generic form to 128-bit halves
-#else
-  f4 v;
-  std::memcpy(&v, p, sizeof v);
-  return __builtin_convertvector(v, d4);
-#endif
-}
+// Four floats from memory widened to float64: one vcvtps2pd with a memory operand (GCC lowers the
+// generic __builtin_convertvector form to 128-bit halves).
+inline d4 cvt4(const float* p) { return (d4)_mm256_cvtps_pd(_mm_loadu_ps(p)); }
 inline double hsum(d4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 inline d4 splat(double x) { return d4{x, x, x, x}; }
+#else
+#define TG_NORM_VECTORS 0
+#define TG_VEC(...) [](auto) { return 0.0f; }
+#endif
 
 // Reading passes prefetch this far ahead: groups follow each other in memory, and the hardware
 // prefetchers stop at every 4 KB page, which is one row of a typical group.
@@ -118,21 +119,22 @@ inline void store_fence() {
 template <typename T, typename Vec, typename One>
 inline void write_run(T* out, int64_t n, bool stream, Vec&& vec, One&& one) {
   int64_t i = 0;
+#if TG_NORM_VECTORS
   if constexpr (std::is_same_v<T, float>) {
-#if defined(__AVX__)
     if (stream) {
       for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & 31) != 0; ++i) out[i] = one(i);
       for (; i + 8 <= n; i += 8) _mm256_stream_ps(out + i, (__m256)vec(i));
       for (; i < n; ++i) out[i] = one(i);
       return;
     }
-#endif
     for (; i + 8 <= n; i += 8) {
       const f8 v = vec(i);
       std::memcpy(out + i, &v, sizeof v);
     }
   }
+#endif
   (void)stream;
+  (void)vec;
   for (; i < n; ++i) out[i] = one(i);
 }
 
@@ -172,6 +174,7 @@ double lane_sq_dev(const T* p, int64_t n, double mu) {
 // result is accurate to ~1e-14 relative: the stability of two passes at the cost of one.
 inline Moments chunk_moments(const float* q, int64_t c) {
   const double shift = static_cast<double>(q[0]);
+#if TG_NORM_VECTORS
   const d4 sh = splat(shift);
   // 16 elements per step, four independent chains per sum.
   d4 a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
@@ -183,6 +186,18 @@ inline Moments chunk_moments(const float* q, int64_t c) {
     b0 += d0 * d0, b1 += d1 * d1, b2 += d2 * d2, b3 += d3 * d3;
   }
   double t1 = hsum((a0 + a1) + (a2 + a3)), t2 = hsum((b0 + b1) + (b2 + b3));
+#else
+  double s1[kLanes] = {}, s2[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= c; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      const double d = static_cast<double>(q[i + j]) - shift;
+      s1[j] += d;
+      s2[j] = std::fma(d, d, s2[j]);
+    }
+  double t1 = 0, t2 = 0;
+  for (int j = 0; j < kLanes; ++j) t1 += s1[j], t2 += s2[j];
+#endif
   for (; i < c; ++i) {
     const double d = static_cast<double>(q[i]) - shift;
     t1 += d;
@@ -208,7 +223,13 @@ Moments run_moments(const T* p, int64_t len) {
 }
 
 // sdy += Σ dy ; sdyx += Σ dy · (x - m)
+template <typename T>
+void run_sums_lanes(const T* dy, const T* x, int64_t n, double m, double& sdy, double& sdyx);
+
 inline void run_sums(const float* dy, const float* x, int64_t n, double m, double& sdy, double& sdyx) {
+#if !TG_NORM_VECTORS
+  return run_sums_lanes(dy, x, n, m, sdy, sdyx);
+#else
   const d4 mm = splat(m);
   d4 a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
   int64_t i = 0;
@@ -228,14 +249,20 @@ inline void run_sums(const float* dy, const float* x, int64_t n, double m, doubl
   }
   sdy += s0;
   sdyx += s1;
+#endif
 }
 
 inline void run_sums(const double* dy, const double* x, int64_t n, double m, double& sdy, double& sdyx) {
+  run_sums_lanes(dy, x, n, m, sdy, sdyx);
+}
+
+template <typename T>
+void run_sums_lanes(const T* dy, const T* x, int64_t n, double m, double& sdy, double& sdyx) {
   double a[kLanes] = {}, b[kLanes] = {};
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
     for (int j = 0; j < kLanes; ++j) {
-      const double g = dy[i + j];
+      const double g = static_cast<double>(dy[i + j]);
       a[j] += g;
       b[j] = std::fma(g, static_cast<double>(x[i + j]) - m, b[j]);
     }
@@ -268,9 +295,8 @@ Center<T> center_of(double mean) {
 // y = (x - mean) · scale + shift
 template <typename T>
 void run_normalize(const T* x, T* y, int64_t n, Center<T> m, T scale, T shift, bool stream) {
-  write_run(
-      y, n, stream, [&](auto i) { return ((load8(x + i) - m.hi) - m.lo) * scale + shift; },
-      [&](int64_t i) { return ((x[i] - m.hi) - m.lo) * scale + shift; });
+  write_run(y, n, stream, TG_VEC([&](auto i) { return ((load8(x + i) - m.hi) - m.lo) * scale + shift; }),
+            [&](int64_t i) { return ((x[i] - m.hi) - m.lo) * scale + shift; });
 }
 
 // Every closed-form backward here is dx = (dy·w - aq - (x - mean)·kq) · r: centred first and scaled
@@ -295,10 +321,10 @@ DxCoef<T> dx_coef(double mean, double r, double w, double A, double B, double in
 }
 template <typename T>
 void run_dx(const T* dy, const T* x, T* dx, int64_t n, const DxCoef<T>& c, bool stream) {
-  write_run(
-      dx, n, stream,
-      [&](auto i) { return (load8(dy + i) * c.w - c.aq - ((load8(x + i) - c.m.hi) - c.m.lo) * c.kq) * c.r; },
-      [&](int64_t i) { return (dy[i] * c.w - c.aq - ((x[i] - c.m.hi) - c.m.lo) * c.kq) * c.r; });
+  write_run(dx, n, stream, TG_VEC([&](auto i) {
+              return (load8(dy + i) * c.w - c.aq - ((load8(x + i) - c.m.hi) - c.m.lo) * c.kq) * c.r;
+            }),
+            [&](int64_t i) { return (dy[i] * c.w - c.aq - ((x[i] - c.m.hi) - c.m.lo) * c.kq) * c.r; });
 }
 
 // PyTorch's InvStd for batch and instance norm: a zero variance with eps = 0 gives 0, not inf.
@@ -356,18 +382,17 @@ void normalize_group(const T* x, T* y, const T* w, const T* b, const Geom& ge, i
       // Layer norm: the affine parameters change along the run.
       const T* wk = w ? w + g * K : nullptr;
       const T* bk = b ? b + g * K : nullptr;
-      auto xhat = [&](auto k) { return ((load8(xs + k) - m.hi) - m.lo) * r; };
+      auto xhat = TG_VEC([&](auto k) { return ((load8(xs + k) - m.hi) - m.lo) * r; });
       auto xhat1 = [&](int64_t k) { return ((xs[k] - m.hi) - m.lo) * r; };
       if (wk && bk) {
-        write_run(
-            ys, K, stream, [&](auto k) { return xhat(k) * load8(wk + k) + load8(bk + k); },
-            [&](int64_t k) { return xhat1(k) * wk[k] + bk[k]; });
+        write_run(ys, K, stream, TG_VEC([&](auto k) { return xhat(k) * load8(wk + k) + load8(bk + k); }),
+                  [&](int64_t k) { return xhat1(k) * wk[k] + bk[k]; });
       } else if (wk) {
-        write_run(
-            ys, K, stream, [&](auto k) { return xhat(k) * load8(wk + k); }, [&](int64_t k) { return xhat1(k) * wk[k]; });
+        write_run(ys, K, stream, TG_VEC([&](auto k) { return xhat(k) * load8(wk + k); }),
+                  [&](int64_t k) { return xhat1(k) * wk[k]; });
       } else if (bk) {
-        write_run(
-            ys, K, stream, [&](auto k) { return xhat(k) + load8(bk + k); }, [&](int64_t k) { return xhat1(k) + bk[k]; });
+        write_run(ys, K, stream, TG_VEC([&](auto k) { return xhat(k) + load8(bk + k); }),
+                  [&](int64_t k) { return xhat1(k) + bk[k]; });
       } else {
         write_run(ys, K, stream, xhat, xhat1);
       }
@@ -385,8 +410,8 @@ void normalize_group(const T* x, T* y, const T* w, const T* b, const Geom& ge, i
 // the second read of the group comes from cache.
 // var (may be null) receives the biased variance of each group.
 template <typename T>
-void grouped_forward(const T* x, T* y, const T* w, const T* b, double* mean, double* rstd, double* var,
-                     const Geom& ge, bool compute_stats, bool zero_rule, double eps) {
+void grouped_forward(const T* x, T* y, const T* w, const T* b, double* mean, double* rstd, double* var, const Geom& ge,
+                     bool compute_stats, bool zero_rule, double eps) {
   const int64_t Q = ge.groups();
   const bool stream = should_stream<T>(ge.numel());
 #pragma omp parallel if (worth_parallel(ge.numel(), Q))
@@ -421,6 +446,7 @@ void row_sums_impl(const T* dy, const T* x, int64_t K, double m, double r, const
     if constexpr (HasDb) db[k] = static_cast<T>(static_cast<double>(db[k]) + g);
   };
   int64_t k = 0;
+#if TG_NORM_VECTORS
   if constexpr (std::is_same_v<T, float>) {
     const d4 mm = splat(m);
     const Center<float> c = center_of<float>(m);
@@ -456,7 +482,9 @@ void row_sums_impl(const T* dy, const T* x, int64_t K, double m, double r, const
     }
     A += hsum(a[0] + a[1]);
     B += hsum(b[0] + b[1]);
-  } else {
+  } else
+#endif
+  {
     double a[kLanes] = {}, b[kLanes] = {};
     for (; k + kLanes <= K; k += kLanes)
       for (int j = 0; j < kLanes; ++j) step(k + j, a[j], b[j]);
@@ -472,14 +500,22 @@ template <typename T>
 void row_sums(const T* dy, const T* x, int64_t K, double m, double r, const T* w, T* dw, T* db, double& A, double& B) {
   const int flags = (w ? 4 : 0) | (dw ? 2 : 0) | (db ? 1 : 0);
   switch (flags) {
-    case 7: return row_sums_impl<true, true, true>(dy, x, K, m, r, w, dw, db, A, B);
-    case 6: return row_sums_impl<true, true, false>(dy, x, K, m, r, w, dw, db, A, B);
-    case 5: return row_sums_impl<true, false, true>(dy, x, K, m, r, w, dw, db, A, B);
-    case 4: return row_sums_impl<true, false, false>(dy, x, K, m, r, w, dw, db, A, B);
-    case 3: return row_sums_impl<false, true, true>(dy, x, K, m, r, w, dw, db, A, B);
-    case 2: return row_sums_impl<false, true, false>(dy, x, K, m, r, w, dw, db, A, B);
-    case 1: return row_sums_impl<false, false, true>(dy, x, K, m, r, w, dw, db, A, B);
-    default: return row_sums_impl<false, false, false>(dy, x, K, m, r, w, dw, db, A, B);
+    case 7:
+      return row_sums_impl<true, true, true>(dy, x, K, m, r, w, dw, db, A, B);
+    case 6:
+      return row_sums_impl<true, true, false>(dy, x, K, m, r, w, dw, db, A, B);
+    case 5:
+      return row_sums_impl<true, false, true>(dy, x, K, m, r, w, dw, db, A, B);
+    case 4:
+      return row_sums_impl<true, false, false>(dy, x, K, m, r, w, dw, db, A, B);
+    case 3:
+      return row_sums_impl<false, true, true>(dy, x, K, m, r, w, dw, db, A, B);
+    case 2:
+      return row_sums_impl<false, true, false>(dy, x, K, m, r, w, dw, db, A, B);
+    case 1:
+      return row_sums_impl<false, false, true>(dy, x, K, m, r, w, dw, db, A, B);
+    default:
+      return row_sums_impl<false, false, false>(dy, x, K, m, r, w, dw, db, A, B);
   }
 }
 
@@ -567,10 +603,9 @@ void grouped_backward(const T* x, const T* dy, const T* w, const double* mean, c
           const T* wk = w ? w + g * K : nullptr;
           if (wk) {
             write_run(
-                ds, K, stream,
-                [&](auto k) {
+                ds, K, stream, TG_VEC([&](auto k) {
                   return (load8(gs + k) * load8(wk + k) - cf.aq - ((load8(xs + k) - cf.m.hi) - cf.m.lo) * cf.kq) * cf.r;
-                },
+                }),
                 [&](int64_t k) { return (gs[k] * wk[k] - cf.aq - ((xs[k] - cf.m.hi) - cf.m.lo) * cf.kq) * cf.r; });
           } else {
             run_dx(gs, xs, ds, K, cf, stream);
@@ -684,10 +719,10 @@ void channel_normalize(const T* x, T* y, int64_t N, int64_t C, int64_t S, const 
 #pragma omp for schedule(static) nowait
       for (int64_t r = 0; r < N; ++r) {
         const T* xr = x + r * C;
-        write_run(
-            y + r * C, C, stream,
-            [&](auto c) { return ((load8(xr + c) - load8(hi + c)) - load8(lo + c)) * load8(scale + c) + load8(shift + c); },
-            [&](int64_t c) { return ((xr[c] - hi[c]) - lo[c]) * scale[c] + shift[c]; });
+        write_run(y + r * C, C, stream, TG_VEC([&](auto c) {
+                    return ((load8(xr + c) - load8(hi + c)) - load8(lo + c)) * load8(scale + c) + load8(shift + c);
+                  }),
+                  [&](int64_t c) { return ((xr[c] - hi[c]) - lo[c]) * scale[c] + shift[c]; });
       }
       if (stream) store_fence();
     }
@@ -759,8 +794,7 @@ struct ChannelDx {
 
 template <typename T>
 void channel_dx(const T* dy, const T* x, T* dx, int64_t N, int64_t C, int64_t S, const ChannelDx<T>& f) {
-  const T *hi = f.hi.data(), *lo = f.lo.data(), *w = f.w.data(), *aq = f.aq.data(), *kq = f.kq.data(),
-          *rr = f.r.data();
+  const T *hi = f.hi.data(), *lo = f.lo.data(), *w = f.w.data(), *aq = f.aq.data(), *kq = f.kq.data(), *rr = f.r.data();
   const bool stream = should_stream<T>(N * C * S);
   if (S == 1) {
 #pragma omp parallel if (worth_parallel(N * C, N))
@@ -769,13 +803,11 @@ void channel_dx(const T* dy, const T* x, T* dx, int64_t N, int64_t C, int64_t S,
       for (int64_t r = 0; r < N; ++r) {
         const T* gr = dy + r * C;
         const T* xr = x + r * C;
-        write_run(
-            dx + r * C, C, stream,
-            [&](auto c) {
-              const auto xm = (load8(xr + c) - load8(hi + c)) - load8(lo + c);
-              return (load8(gr + c) * load8(w + c) - load8(aq + c) - xm * load8(kq + c)) * load8(rr + c);
-            },
-            [&](int64_t c) { return (gr[c] * w[c] - aq[c] - ((xr[c] - hi[c]) - lo[c]) * kq[c]) * rr[c]; });
+        write_run(dx + r * C, C, stream, TG_VEC([&](auto c) {
+                    const auto xm = (load8(xr + c) - load8(hi + c)) - load8(lo + c);
+                    return (load8(gr + c) * load8(w + c) - load8(aq + c) - xm * load8(kq + c)) * load8(rr + c);
+                  }),
+                  [&](int64_t c) { return (gr[c] * w[c] - aq[c] - ((xr[c] - hi[c]) - lo[c]) * kq[c]) * rr[c]; });
       }
       if (stream) store_fence();
     }
@@ -912,8 +944,7 @@ Grads composed_backward(const Plan& plan, const Tensor& dy, const Tensor& x, con
   const Tensor gw = w.defined() ? g4 * w.reshape({1, ge.G, ge.K, 1}) : g4;
   Grads out(3);
   if (need_dx) {
-    const Tensor dx = plan.stats_constant ? gw * r
-                                          : r * (gw - gw.mean(red, true) - xhat * (gw * xhat).mean(red, true));
+    const Tensor dx = plan.stats_constant ? gw * r : r * (gw - gw.mean(red, true) - xhat * (gw * xhat).mean(red, true));
     out[0] = dx.reshape(x.shape());
   }
   if (need_dw) out[1] = (g4 * xhat).sum({0, 3}).reshape(w_shape);
@@ -973,9 +1004,8 @@ Tensor grouped_op(const char* op, const Geom& ge, const Tensor& x, const Tensor&
   }
   Tensor y = Tensor::empty(x.shape(), {.dtype = x.dtype()});
   dispatch_floating(x.dtype(), op, [&]<typename T>() {
-    grouped_forward<T>(x.data_ptr<T>(), y.data_ptr<T>(), ptr_or_null<T>(w), ptr_or_null<T>(b),
-                       mean.data_ptr<double>(), rstd.data_ptr<double>(), compute && var ? var->data() : nullptr, ge,
-                       compute, zero_rule, eps);
+    grouped_forward<T>(x.data_ptr<T>(), y.data_ptr<T>(), ptr_or_null<T>(w), ptr_or_null<T>(b), mean.data_ptr<double>(),
+                       rstd.data_ptr<double>(), compute && var ? var->data() : nullptr, ge, compute, zero_rule, eps);
   });
   Plan plan{ge, !compute, false, eps};
   record_norm(op, plan, x, w, b, y, mean, rstd);
@@ -999,7 +1029,8 @@ void check_numel(const char* op, const char* name, const Tensor& t, int64_t expe
 // Per-channel statistics (mean, rstd as float64 tensors) of an (N, C, S) batch through the primitives.
 std::pair<Tensor, Tensor> channel_stats(const Tensor& x, const NCS& d, double eps, std::vector<double>* var) {
   std::vector<Moments> mo(static_cast<size_t>(d.C));
-  dispatch_floating(x.dtype(), "batch_norm", [&]<typename T>() { channel_moments<T>(x.data_ptr<T>(), d.N, d.C, d.S, mo.data()); });
+  dispatch_floating(x.dtype(), "batch_norm",
+                    [&]<typename T>() { channel_moments<T>(x.data_ptr<T>(), d.N, d.C, d.S, mo.data()); });
   std::vector<double> mean(d.C), invstd(d.C);
   if (var) var->resize(d.C);
   for (int64_t c = 0; c < d.C; ++c) {
@@ -1252,8 +1283,7 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
   if (x.numel() == 0) return empty_norm(op, x, as_param(weight, dt), as_param(bias, dt));
   const Tensor xc = x.contiguous(), w = as_param(weight, dt), b = as_param(bias, dt);
   Tensor mean, rstd;
-  return grouped_op(op, Geom{d.N, num_groups, d.C / num_groups, d.S, false}, xc, w, b, mean, rstd, nullptr, false,
-                    eps);
+  return grouped_op(op, Geom{d.N, num_groups, d.C / num_groups, d.S, false}, xc, w, b, mean, rstd, nullptr, false, eps);
 }
 
 // ---- batch norm primitives ----
@@ -1410,8 +1440,8 @@ Tensor sync_batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor
     packed[2 * C] = static_cast<double>(s.count);
   }
   const Tensor all = hooks.all_gather(f64_tensor(packed));
-  TG_CHECK(all.dim() == 2 && all.size(1) == 2 * C + 1,
-           "{}: all_gather must return (world_size, {}) stats, got {}", op, 2 * C + 1, shape_str(all.shape()));
+  TG_CHECK(all.dim() == 2 && all.size(1) == 2 * C + 1, "{}: all_gather must return (world_size, {}) stats, got {}", op,
+           2 * C + 1, shape_str(all.shape()));
   const Tensor all64 = all.to(kFloat64).contiguous();
   const Tensor mean_all = all64.narrow(1, 0, C), invstd_all = all64.narrow(1, C, C);
   const Tensor counts = all64.select(1, 2 * C);

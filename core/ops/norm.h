@@ -117,8 +117,8 @@ Tensor sync_batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor
 // x, dy: (N, C, *) of a floating dtype. mean, invstd, sum_dy, sum_dy_xmu: float64 (C,).
 
 struct BatchNormStats {
-  Tensor mean;    // float64 (C,)
-  Tensor invstd;  // float64 (C,): 1 / sqrt(var + eps), biased var; 0 when var == 0 and eps == 0
+  Tensor mean;        // float64 (C,)
+  Tensor invstd;      // float64 (C,): 1 / sqrt(var + eps), biased var; 0 when var == 0 and eps == 0
   int64_t count = 0;  // N · prod(*)
 };
 // Per-channel statistics of the local batch (torch.batch_norm_stats). An empty batch gives zeros.
