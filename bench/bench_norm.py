@@ -2,13 +2,14 @@
 
 Run with Debian's torch: /usr/bin/python3 bench/bench_norm.py [iters]
 """
+import os
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-torch.set_num_threads(int(__import__("os").environ.get("TORCH_THREADS", "2")))
+torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))  # 2, like OMP_NUM_THREADS=2 for tapegrad
 ITERS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 
 
