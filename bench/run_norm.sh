@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-ITERS=${1:-30}
-ROUNDS=${2:-5}
+ITERS=${1:-10}
+ROUNDS=${2:-20}
 cmake -S . -B "$BUILD" -DTAPEGRAD_BUILD_BENCH=ON >/dev/null
 cmake --build "$BUILD" --target bench_norm -j2 >/dev/null
 out=$(mktemp -d)
