@@ -1,0 +1,98 @@
+// clang-format off
+#include "kernel.h"  // first: its pragma must precede every function of this file
+// clang-format on
+
+#include "adagrad.h"
+
+#include "../core/autograd.h"
+
+namespace tapegrad::optim {
+
+namespace {
+
+GroupOptions to_options(const AdagradOptions& o) {
+  return {{"lr", o.lr},
+          {"lr_decay", o.lr_decay},
+          {"eps", o.eps},
+          {"weight_decay", o.weight_decay},
+          {"initial_accumulator_value", o.initial_accumulator_value},
+          {"maximize", o.maximize}};
+}
+
+// One fused pass, rounding as PyTorch's ops: g.add(p, alpha=wd); sum.addcmul_(g, g, value=1);
+// std = sum.sqrt().add_(eps); p.addcdiv_(g, std, value=-clr).
+template <typename T>
+void adagrad_kernel(T* __restrict p, const T* __restrict grad, T* __restrict sum, int64_t n, double clr, double wd_,
+                    double eps_, bool maximize) {
+  using detail::fmadd;
+  const T wd = static_cast<T>(wd_), eps = static_cast<T>(eps_), neg_clr = static_cast<T>(-clr);
+  const bool decay = wd_ != 0;
+  detail::parallel_chunks(n, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      T g = maximize ? -grad[i] : grad[i];
+      if (decay) g = fmadd(wd, p[i], g);
+      const T s = fmadd(g, g, sum[i]);
+      sum[i] = s;
+      p[i] = p[i] + (neg_clr * g) / (std::sqrt(s) + eps);
+    }
+  });
+}
+
+}  // namespace
+
+Adagrad::Adagrad(std::vector<Tensor> params, AdagradOptions options)
+    : Adagrad(single_group(std::move(params)), options) {}
+
+Adagrad::Adagrad(std::vector<ParamGroup> groups, AdagradOptions defaults) : Optimizer("Adagrad", to_options(defaults)) {
+  validate(this->defaults());
+  add_initial_groups(std::move(groups));
+}
+
+void Adagrad::validate(const GroupOptions& o) const {
+  TG_CHECK(o.number("lr") >= 0, "Adagrad: Invalid learning rate: {}", o.number("lr"));
+  TG_CHECK(o.number("lr_decay") >= 0, "Adagrad: Invalid lr_decay value: {}", o.number("lr_decay"));
+  TG_CHECK(o.number("weight_decay") >= 0, "Adagrad: Invalid weight_decay value: {}", o.number("weight_decay"));
+  TG_CHECK(o.number("initial_accumulator_value") >= 0, "Adagrad: Invalid initial_accumulator_value value: {}",
+           o.number("initial_accumulator_value"));
+  TG_CHECK(o.number("eps") >= 0, "Adagrad: Invalid epsilon value: {}", o.number("eps"));
+}
+
+void Adagrad::on_group_added(ParamGroup& group) {
+  const double init = group.options.number("initial_accumulator_value");
+  for (const Tensor& p : group.params) {
+    ParamState& state = state_of(p);
+    state.set("step", Tensor::scalar(0, DType::Float32));
+    state.set("sum", Tensor::full(p.shape(), init, {.dtype = p.dtype()}));
+  }
+}
+
+void Adagrad::step() {
+  autograd::NoGradGuard no_grad;
+  for (const ParamGroup& group : groups_) {
+    const GroupOptions& o = group.options;
+    const double lr = o.number("lr"), lr_decay = o.number("lr_decay"), wd = o.number("weight_decay");
+    const double eps = o.number("eps");
+    const bool maximize = o.flag("maximize");
+    for (const Tensor& param : group.params) {
+      const Tensor grad = param.grad();
+      if (!grad.defined()) continue;
+      ParamState& state = state_of(param);
+      if (state.empty()) {  // a state dict without this parameter was loaded
+        state.set("step", Tensor::scalar(0, DType::Float32));
+        state.set("sum", Tensor::full(param.shape(), o.number("initial_accumulator_value"), {.dtype = param.dtype()}));
+      }
+      float& step_t = *state_tensor(state, "step").data_ptr<float>();
+      step_t += 1;
+      const double t = step_t;
+      const double clr = lr / (1 + (t - 1) * lr_decay);
+      const Tensor& sum = state_tensor(state, "sum");
+      detail::update_contiguous(param, grad, [&](const Tensor& p, const Tensor& g) {
+        dispatch_floating(p.dtype(), "Adagrad", [&]<typename T>() {
+          adagrad_kernel<T>(p.data_ptr<T>(), g.data_ptr<T>(), sum.data_ptr<T>(), p.numel(), clr, wd, eps, maximize);
+        });
+      });
+    }
+  }
+}
+
+}  // namespace tapegrad::optim
