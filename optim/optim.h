@@ -4,6 +4,7 @@
 #include "adagrad.h"
 #include "adam.h"
 #include "clip_grad.h"
+#include "lr_scheduler.h"
 #include "optimizer.h"
 #include "rmsprop.h"
 #include "sgd.h"
