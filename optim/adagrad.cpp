@@ -4,6 +4,8 @@
 
 #include "adagrad.h"
 
+#include <algorithm>
+
 #include "../core/autograd.h"
 
 namespace tapegrad::optim {
@@ -19,23 +21,45 @@ GroupOptions to_options(const AdagradOptions& o) {
           {"maximize", o.maximize}};
 }
 
-// One fused pass, rounding as PyTorch's ops: g.add(p, alpha=wd); sum.addcmul_(g, g, value=1);
-// std = sum.sqrt().add_(eps); p.addcdiv_(g, std, value=-clr).
-template <typename T>
-void adagrad_kernel(T* __restrict p, const T* __restrict grad, T* __restrict sum, int64_t n, double clr, double wd_,
-                    double eps_, bool maximize) {
+// One fused pass over p[lo, hi), rounding as PyTorch's ops: g.add(p, alpha=wd);
+// sum.addcmul_(g, g, value=1); std = sum.sqrt().add_(eps); p.addcdiv_(g, std, value=-clr).
+template <typename T, bool Maximize, bool Decay>
+void adagrad_range(T* __restrict p, const T* __restrict grad, T* __restrict sum, int64_t lo, int64_t hi, T wd, T eps,
+                   T neg_clr) {
   using detail::fmadd;
-  const T wd = static_cast<T>(wd_), eps = static_cast<T>(eps_), neg_clr = static_cast<T>(-clr);
-  const bool decay = wd_ != 0;
-  detail::parallel_chunks(n, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
-      T g = maximize ? -grad[i] : grad[i];
-      if (decay) g = fmadd(wd, p[i], g);
+  auto gradient = [&](int64_t i) {
+    T g = Maximize ? -grad[i] : grad[i];
+    if constexpr (Decay) g = fmadd(wd, p[i], g);
+    return g;
+  };
+  T root[detail::kBlock];  // the block's sums, then their square roots
+  for (int64_t b = lo; b < hi; b += detail::kBlock) {
+    const int64_t e = std::min(b + detail::kBlock, hi);
+    T* __restrict r = root - b;
+    for (int64_t i = b; i < e; ++i) {
+      const T g = gradient(i);
       const T s = fmadd(g, g, sum[i]);
       sum[i] = s;
-      p[i] = p[i] + (neg_clr * g) / (std::sqrt(s) + eps);
+      r[i] = s;
     }
-  });
+    detail::sqrt_inplace(root, e - b);
+    for (int64_t i = b; i < e; ++i) {
+      const T g = gradient(i);  // p is unchanged so far: the same value as above
+      p[i] = p[i] + (neg_clr * g) / (r[i] + eps);
+    }
+  }
+}
+
+template <typename T>
+void adagrad_kernel(T* p, const T* grad, T* sum, int64_t n, double clr, double wd, double eps, bool maximize) {
+  const T wd_t = static_cast<T>(wd), eps_t = static_cast<T>(eps), neg_clr = static_cast<T>(-clr);
+  detail::with_flags(
+      [&]<bool Maximize, bool Decay>() {
+        detail::parallel_chunks(n, [&](int64_t lo, int64_t hi) {
+          adagrad_range<T, Maximize, Decay>(p, grad, sum, lo, hi, wd_t, eps_t, neg_clr);
+        });
+      },
+      maximize, wd != 0);
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 
 #include "adam.h"
 
+#include <algorithm>
+
 #include "../core/autograd.h"
 
 namespace tapegrad::optim {
@@ -39,37 +41,64 @@ struct AdamStep {
   bool maximize, amsgrad, decoupled;
 };
 
-// One fused pass: PyTorch's exp_avg.mul_(b1).add_(g, alpha=1-b1);
-// exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2); denom = (sqrt(v) / bc2_sqrt).add_(eps);
-// p.addcdiv_(exp_avg, denom, value=-step_size).
+// One fused pass over p[lo, hi), rounding as PyTorch's ops: p.mul_(1 - lr*wd) (Decoupled) or
+// g.add(p, alpha=wd) (Coupled); exp_avg.mul_(b1).add_(g, alpha=1-b1);
+// exp_avg_sq.mul_(b2).addcmul_(g, g, value=1-b2); torch.maximum(max_exp_avg_sq, exp_avg_sq) (Amsgrad);
+// denom = (sqrt(v) / bc2_sqrt).add_(eps); p.addcdiv_(exp_avg, denom, value=-step_size).
 template <typename T>
-void adam_kernel(T* __restrict p, const T* __restrict grad, T* __restrict m, T* __restrict v, T* __restrict vmax,
-                 int64_t n, const AdamStep& s) {
+struct AdamConsts {
+  T b1, one_b1, b2, one_b2, wd, decay, eps, bc2_sqrt, neg_step;
+};
+
+template <typename T, bool Maximize, bool Coupled, bool Decoupled, bool Amsgrad>
+void adam_range(T* __restrict p, const T* __restrict grad, T* __restrict m, T* __restrict v, T* __restrict vmax,
+                int64_t lo, int64_t hi, const AdamConsts<T> c) {
   using detail::fmadd;
-  const T b1 = static_cast<T>(s.beta1), one_b1 = static_cast<T>(1 - s.beta1);
-  const T b2 = static_cast<T>(s.beta2), one_b2 = static_cast<T>(1 - s.beta2);
-  const T wd = static_cast<T>(s.weight_decay), decay = static_cast<T>(s.decay_factor);
-  const T eps = static_cast<T>(s.eps), bc2_sqrt = static_cast<T>(s.bc2_sqrt), neg_step = static_cast<T>(-s.step_size);
-  const bool maximize = s.maximize, coupled = !s.decoupled && s.weight_decay != 0, decoupled = s.decoupled;
-  detail::parallel_chunks(n, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
-      T g = maximize ? -grad[i] : grad[i];
+  T root[detail::kBlock];  // the second moment of the block, then its square root
+  for (int64_t b = lo; b < hi; b += detail::kBlock) {
+    const int64_t e = std::min(b + detail::kBlock, hi);
+    T* __restrict r = root - b;
+    for (int64_t i = b; i < e; ++i) {
+      T g = Maximize ? -grad[i] : grad[i];
       T w = p[i];
-      if (decoupled) w = w * decay;
-      if (coupled) g = fmadd(wd, w, g);
-      const T mi = fmadd(one_b1, g, m[i] * b1);
-      const T vi = fmadd(one_b2 * g, g, v[i] * b2);
-      m[i] = mi;
-      v[i] = vi;
-      T second = vi;
-      if (vmax) {
-        second = detail::nan_max(vmax[i], vi);
-        vmax[i] = second;
+      if constexpr (Decoupled) {
+        w = w * c.decay;
+        p[i] = w;
       }
-      const T denom = std::sqrt(second) / bc2_sqrt + eps;
-      p[i] = w + (neg_step * mi) / denom;
+      if constexpr (Coupled) g = fmadd(c.wd, w, g);
+      m[i] = fmadd(c.one_b1, g, m[i] * c.b1);
+      const T vi = fmadd(c.one_b2 * g, g, v[i] * c.b2);
+      v[i] = vi;
+      if constexpr (Amsgrad) {
+        const T mx = detail::nan_max(vmax[i], vi);
+        vmax[i] = mx;
+        r[i] = mx;
+      } else {
+        r[i] = vi;
+      }
     }
-  });
+    detail::sqrt_inplace(root, e - b);
+    for (int64_t i = b; i < e; ++i) {
+      const T denom = r[i] / c.bc2_sqrt + c.eps;
+      p[i] = p[i] + (c.neg_step * m[i]) / denom;
+    }
+  }
+}
+
+template <typename T>
+void adam_kernel(T* p, const T* grad, T* m, T* v, T* vmax, int64_t n, const AdamStep& s) {
+  const AdamConsts<T> c{static_cast<T>(s.beta1),     static_cast<T>(1 - s.beta1),    static_cast<T>(s.beta2),
+                        static_cast<T>(1 - s.beta2), static_cast<T>(s.weight_decay), static_cast<T>(s.decay_factor),
+                        static_cast<T>(s.eps),       static_cast<T>(s.bc2_sqrt),     static_cast<T>(-s.step_size)};
+  detail::with_flags(
+      [&]<bool Maximize, bool Coupled, bool Decoupled, bool Amsgrad>() {
+        if constexpr (!(Coupled && Decoupled)) {
+          detail::parallel_chunks(n, [&](int64_t lo, int64_t hi) {
+            adam_range<T, Maximize, Coupled, Decoupled, Amsgrad>(p, grad, m, v, vmax, lo, hi, c);
+          });
+        }
+      },
+      s.maximize, !s.decoupled && s.weight_decay != 0, s.decoupled, vmax != nullptr);
 }
 
 }  // namespace

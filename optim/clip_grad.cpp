@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "../core/autograd.h"
 #include "optimizer.h"
@@ -14,57 +15,55 @@ namespace tapegrad::optim {
 
 namespace {
 
-// Accumulates one gradient into the reduction for norm_type: sum |x|^p (or x^2), count of non-zeros,
-// or max |x|. Double accumulation; the caller rounds the per-tensor norm to the gradient's dtype.
-template <typename T>
-double reduce_tensor(const T* x, int64_t n, double p) {
-  if (std::isinf(p)) {
-    double r = p > 0 ? 0.0 : INFINITY;
-    for (int64_t i = 0; i < n; ++i) {
-      const double a = std::abs(static_cast<double>(x[i]));
-      if (a != a) return a;  // NaN wins
-      r = p > 0 ? std::max(r, a) : std::min(r, a);
-    }
+// Reduces f(x[i]) over [0, n) in double with `combine` (a sum, max or min): 16 independent partial
+// results (they vectorize and have no serial dependency), split across threads for large n. Parts
+// are combined in a fixed order, so the result does not depend on scheduling.
+template <typename T, typename F, typename Combine>
+double reduce(const T* x, int64_t n, double init, F f, Combine combine) {
+  auto range = [&](int64_t lo, int64_t hi) {
+    constexpr int K = 16;
+    double acc[K];
+    for (double& a : acc) a = init;
+    int64_t i = lo;
+    for (; i + K <= hi; i += K)
+      for (int k = 0; k < K; ++k) acc[k] = combine(acc[k], f(static_cast<double>(x[i + k])));
+    double r = init;
+    for (; i < hi; ++i) r = combine(r, f(static_cast<double>(x[i])));
+    for (int k = 0; k < K; ++k) r = combine(r, acc[k]);
     return r;
-  }
-  double s = 0;
-  if (p == 0) {
-    for (int64_t i = 0; i < n; ++i) s += x[i] != 0 ? 1.0 : 0.0;
-    return s;
-  }
-  if (p == 2) {
-#pragma omp parallel for reduction(+ : s) if (n >= tapegrad::detail::kParallelGrain) schedule(static)
-    for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-    return std::sqrt(s);
-  }
-  if (p == 1) {
-#pragma omp parallel for reduction(+ : s) if (n >= tapegrad::detail::kParallelGrain) schedule(static)
-    for (int64_t i = 0; i < n; ++i) s += std::abs(static_cast<double>(x[i]));
-    return s;
-  }
-#pragma omp parallel for reduction(+ : s) if (n >= tapegrad::detail::kParallelGrain) schedule(static)
-  for (int64_t i = 0; i < n; ++i) s += std::pow(std::abs(static_cast<double>(x[i])), p);
-  return std::pow(s, 1.0 / p);
+  };
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (n < tapegrad::detail::kParallelGrain || threads <= 1) return range(0, n);
+  std::vector<double> parts(threads);
+#pragma omp parallel for schedule(static)
+  for (int t = 0; t < threads; ++t) parts[t] = range(n * t / threads, n * (t + 1) / threads);
+  double r = init;
+  for (double v : parts) r = combine(r, v);
+  return r;
 }
 
-// The p-norm of a list of (already computed) norms, in double.
-double norm_of(const std::vector<double>& v, double p) {
-  if (std::isinf(p)) {
-    double r = p > 0 ? 0.0 : INFINITY;
-    for (double a : v) {
-      if (a != a) return a;
-      r = p > 0 ? std::max(r, a) : std::min(r, a);
-    }
-    return r;
-  }
-  if (p == 0) {
-    double s = 0;
-    for (double a : v) s += a != 0 ? 1.0 : 0.0;
-    return s;
-  }
-  double s = 0;
-  for (double a : v) s += p == 2 ? a * a : std::pow(std::abs(a), p);
-  return p == 2 ? std::sqrt(s) : std::pow(s, 1.0 / p);
+// max / min that let NaN win, as torch.max / torch.norm(p=inf) do.
+double nan_max(double a, double b) { return (a != a || a > b) ? a : b; }
+double nan_min(double a, double b) { return (a != a || a < b) ? a : b; }
+
+// The p-norm of one gradient, in double: (sum |x|^p)^(1/p), the count of non-zeros for p = 0, or the
+// largest (smallest) |x| for p = inf (-inf). The caller rounds it to the gradient's dtype.
+template <typename T>
+double tensor_norm(const T* x, int64_t n, double p) {
+  auto abs = [](double v) { return std::abs(v); };
+  auto add = [](double a, double b) { return a + b; };
+  if (p == INFINITY) return reduce(x, n, 0.0, abs, nan_max);
+  if (p == -INFINITY) return reduce(x, n, INFINITY, abs, nan_min);
+  if (p == 0)
+    return reduce(
+        x, n, 0.0, [](double v) { return v != 0 ? 1.0 : 0.0; }, add);
+  if (p == 1) return reduce(x, n, 0.0, abs, add);
+  if (p == 2)
+    return std::sqrt(reduce(
+        x, n, 0.0, [](double v) { return v * v; }, add));
+  return std::pow(reduce(
+                      x, n, 0.0, [p](double v) { return std::pow(std::abs(v), p); }, add),
+                  1.0 / p);
 }
 
 // grad *= c, in place, for a contiguous or strided gradient.
@@ -104,11 +103,11 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
   for (const Tensor& g : grads) {
     const Tensor gc = g.contiguous();
     norms.push_back(dispatch_floating(gc.dtype(), "clip_grad_norm_", [&]<typename T>() {
-      return static_cast<double>(static_cast<T>(reduce_tensor<T>(gc.data_ptr<T>(), gc.numel(), norm_type)));
+      return static_cast<double>(static_cast<T>(tensor_norm<T>(gc.data_ptr<T>(), gc.numel(), norm_type)));
     }));
   }
   const double total = dispatch_floating(dtype, "clip_grad_norm_", [&]<typename T>() {
-    return static_cast<double>(static_cast<T>(norm_of(norms, norm_type)));
+    return static_cast<double>(static_cast<T>(tensor_norm<double>(norms.data(), std::ssize(norms), norm_type)));
   });
 
   TG_CHECK(!error_if_nonfinite || std::isfinite(total),

@@ -4,6 +4,8 @@
 
 #include "rmsprop.h"
 
+#include <algorithm>
+
 #include "../core/autograd.h"
 
 namespace tapegrad::optim {
@@ -25,42 +27,66 @@ struct RMSpropStep {
   bool maximize;
 };
 
-// One fused pass, rounding as PyTorch's ops: square_avg.mul_(a).addcmul_(g, g, value=1-a);
-// grad_avg.mul_(a).add_(g, alpha=1-a); avg = square_avg.addcmul(ga, ga, value=-1).sqrt_().add_(eps);
-// buf.mul_(m).addcdiv_(g, avg); p.add_(buf, alpha=-lr) or p.addcdiv_(g, avg, value=-lr).
-// `ga` is null unless centered, `buf` null unless momentum > 0.
+// One fused pass over p[lo, hi), rounding as PyTorch's ops: g.add(p, alpha=wd);
+// square_avg.mul_(a).addcmul_(g, g, value=1-a); grad_avg.mul_(a).add_(g, alpha=1-a) and
+// avg = square_avg.addcmul(ga, ga, value=-1).sqrt_() (Centered) or square_avg.sqrt(); avg.add_(eps);
+// buf.mul_(m).addcdiv_(g, avg) and p.add_(buf, alpha=-lr) (Momentum) or p.addcdiv_(g, avg, value=-lr).
 template <typename T>
-void rmsprop_kernel(T* __restrict p, const T* __restrict grad, T* __restrict sq, T* __restrict ga, T* __restrict buf,
-                    int64_t n, const RMSpropStep& s) {
+struct RMSpropConsts {
+  T alpha, one_alpha, wd, eps, mom, neg_lr;
+};
+
+template <typename T, bool Maximize, bool Decay, bool Centered, bool Momentum>
+void rmsprop_range(T* __restrict p, const T* __restrict grad, T* __restrict sq, T* __restrict ga, T* __restrict buf,
+                   int64_t lo, int64_t hi, const RMSpropConsts<T> c) {
   using detail::fmadd;
-  const T alpha = static_cast<T>(s.alpha), one_alpha = static_cast<T>(1 - s.alpha);
-  const T wd = static_cast<T>(s.weight_decay), eps = static_cast<T>(s.eps);
-  const T mom = static_cast<T>(s.momentum), neg_lr = static_cast<T>(-s.lr);
-  const bool maximize = s.maximize, decay = s.weight_decay != 0;
-  detail::parallel_chunks(n, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
-      T g = maximize ? -grad[i] : grad[i];
-      if (decay) g = fmadd(wd, p[i], g);
-      const T sqi = fmadd(one_alpha * g, g, sq[i] * alpha);
+  auto gradient = [&](int64_t i) {
+    T g = Maximize ? -grad[i] : grad[i];
+    if constexpr (Decay) g = fmadd(c.wd, p[i], g);
+    return g;
+  };
+  T root[detail::kBlock];  // the (centered) second moment of the block, then its square root
+  for (int64_t b = lo; b < hi; b += detail::kBlock) {
+    const int64_t e = std::min(b + detail::kBlock, hi);
+    T* __restrict r = root - b;
+    for (int64_t i = b; i < e; ++i) {
+      const T g = gradient(i);
+      const T sqi = fmadd(c.one_alpha * g, g, sq[i] * c.alpha);
       sq[i] = sqi;
-      T avg;
-      if (ga) {
-        const T gai = fmadd(one_alpha, g, ga[i] * alpha);
+      if constexpr (Centered) {
+        const T gai = fmadd(c.one_alpha, g, ga[i] * c.alpha);
         ga[i] = gai;
-        avg = std::sqrt(fmadd(-gai, gai, sqi));
+        r[i] = fmadd(-gai, gai, sqi);
       } else {
-        avg = std::sqrt(sqi);
-      }
-      avg = avg + eps;
-      if (buf) {
-        const T b = buf[i] * mom + g / avg;
-        buf[i] = b;
-        p[i] = fmadd(neg_lr, b, p[i]);
-      } else {
-        p[i] = p[i] + (neg_lr * g) / avg;
+        r[i] = sqi;
       }
     }
-  });
+    detail::sqrt_inplace(root, e - b);
+    for (int64_t i = b; i < e; ++i) {
+      const T g = gradient(i);  // p is unchanged so far: the same value as above
+      const T avg = r[i] + c.eps;
+      if constexpr (Momentum) {
+        const T bi = buf[i] * c.mom + g / avg;
+        buf[i] = bi;
+        p[i] = fmadd(c.neg_lr, bi, p[i]);
+      } else {
+        p[i] = p[i] + (c.neg_lr * g) / avg;
+      }
+    }
+  }
+}
+
+template <typename T>
+void rmsprop_kernel(T* p, const T* grad, T* sq, T* ga, T* buf, int64_t n, const RMSpropStep& s) {
+  const RMSpropConsts<T> c{static_cast<T>(s.alpha), static_cast<T>(1 - s.alpha), static_cast<T>(s.weight_decay),
+                           static_cast<T>(s.eps),   static_cast<T>(s.momentum),  static_cast<T>(-s.lr)};
+  detail::with_flags(
+      [&]<bool Maximize, bool Decay, bool Centered, bool Momentum>() {
+        detail::parallel_chunks(n, [&](int64_t lo, int64_t hi) {
+          rmsprop_range<T, Maximize, Decay, Centered, Momentum>(p, grad, sq, ga, buf, lo, hi, c);
+        });
+      },
+      s.maximize, s.weight_decay != 0, ga != nullptr, buf != nullptr);
 }
 
 }  // namespace

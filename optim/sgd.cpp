@@ -24,28 +24,39 @@ struct SGDStep {
   bool nesterov, maximize;
 };
 
-// One fused pass over a parameter. `buf` is null without momentum; `first` means buf is fresh and
-// receives g itself (PyTorch's clone on the first step). The roundings follow PyTorch's single-tensor
-// loop op by op: d_p.add(p, alpha=wd), buf.mul_(m).add_(d_p, alpha=1-dampening),
-// d_p.add(buf, alpha=m), p.add_(d_p, alpha=-lr).
-template <typename T>
-void sgd_kernel(T* __restrict p, const T* __restrict grad, T* __restrict buf, int64_t n, const SGDStep& s, bool first) {
+// One fused pass over p[lo, hi). `buf` is the momentum buffer (Momentum); on the First step it
+// receives g itself (PyTorch's clone). The roundings follow PyTorch's single-tensor loop op by op:
+// d_p.add(p, alpha=wd), buf.mul_(m).add_(d_p, alpha=1-dampening), d_p.add(buf, alpha=m),
+// p.add_(d_p, alpha=-lr).
+template <typename T, bool Maximize, bool Decay, bool Momentum, bool First, bool Nesterov>
+void sgd_range(T* __restrict p, const T* __restrict grad, T* __restrict buf, int64_t lo, int64_t hi, T wd, T mom,
+               T keep, T neg_lr) {
   using detail::fmadd;
+  for (int64_t i = lo; i < hi; ++i) {
+    T g = Maximize ? -grad[i] : grad[i];
+    if constexpr (Decay) g = fmadd(wd, p[i], g);
+    if constexpr (Momentum) {
+      const T b = First ? g : fmadd(keep, g, buf[i] * mom);
+      buf[i] = b;
+      g = Nesterov ? fmadd(mom, b, g) : b;
+    }
+    p[i] = fmadd(neg_lr, g, p[i]);
+  }
+}
+
+template <typename T>
+void sgd_kernel(T* p, const T* grad, T* buf, int64_t n, const SGDStep& s, bool first) {
   const T wd = static_cast<T>(s.weight_decay), mom = static_cast<T>(s.momentum);
   const T keep = static_cast<T>(1 - s.dampening), neg_lr = static_cast<T>(-s.lr);
-  const bool decay = s.weight_decay != 0, maximize = s.maximize, nesterov = s.nesterov;
-  detail::parallel_chunks(n, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
-      T g = maximize ? -grad[i] : grad[i];
-      if (decay) g = fmadd(wd, p[i], g);
-      if (buf) {
-        const T b = first ? g : fmadd(keep, g, buf[i] * mom);
-        buf[i] = b;
-        g = nesterov ? fmadd(mom, b, g) : b;
-      }
-      p[i] = fmadd(neg_lr, g, p[i]);
-    }
-  });
+  detail::with_flags(
+      [&]<bool Maximize, bool Decay, bool Momentum, bool First, bool Nesterov>() {
+        if constexpr (Momentum || (!First && !Nesterov)) {  // First and Nesterov only exist with momentum
+          detail::parallel_chunks(n, [&](int64_t lo, int64_t hi) {
+            sgd_range<T, Maximize, Decay, Momentum, First, Nesterov>(p, grad, buf, lo, hi, wd, mom, keep, neg_lr);
+          });
+        }
+      },
+      s.maximize, s.weight_decay != 0, buf != nullptr, buf != nullptr && first, buf != nullptr && s.nesterov);
 }
 
 }  // namespace
