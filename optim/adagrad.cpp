@@ -35,17 +35,16 @@ void adagrad_range(T* __restrict p, const T* __restrict grad, T* __restrict sum,
   T root[detail::kBlock];  // the block's sums, then their square roots
   for (int64_t b = lo; b < hi; b += detail::kBlock) {
     const int64_t e = std::min(b + detail::kBlock, hi);
-    T* __restrict r = root - b;
     for (int64_t i = b; i < e; ++i) {
       const T g = gradient(i);
       const T s = fmadd(g, g, sum[i]);
       sum[i] = s;
-      r[i] = s;
+      root[i - b] = s;
     }
     detail::sqrt_inplace(root, e - b);
     for (int64_t i = b; i < e; ++i) {
       const T g = gradient(i);  // p is unchanged so far: the same value as above
-      p[i] = p[i] + (neg_clr * g) / (r[i] + eps);
+      p[i] = p[i] + (neg_clr * g) / (root[i - b] + eps);
     }
   }
 }

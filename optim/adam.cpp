@@ -57,7 +57,6 @@ void adam_range(T* __restrict p, const T* __restrict grad, T* __restrict m, T* _
   T root[detail::kBlock];  // the second moment of the block, then its square root
   for (int64_t b = lo; b < hi; b += detail::kBlock) {
     const int64_t e = std::min(b + detail::kBlock, hi);
-    T* __restrict r = root - b;
     for (int64_t i = b; i < e; ++i) {
       T g = Maximize ? -grad[i] : grad[i];
       T w = p[i];
@@ -72,14 +71,14 @@ void adam_range(T* __restrict p, const T* __restrict grad, T* __restrict m, T* _
       if constexpr (Amsgrad) {
         const T mx = detail::nan_max(vmax[i], vi);
         vmax[i] = mx;
-        r[i] = mx;
+        root[i - b] = mx;
       } else {
-        r[i] = vi;
+        root[i - b] = vi;
       }
     }
     detail::sqrt_inplace(root, e - b);
     for (int64_t i = b; i < e; ++i) {
-      const T denom = r[i] / c.bc2_sqrt + c.eps;
+      const T denom = root[i - b] / c.bc2_sqrt + c.eps;
       p[i] = p[i] + (c.neg_step * m[i]) / denom;
     }
   }

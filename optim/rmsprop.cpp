@@ -48,7 +48,6 @@ void rmsprop_range(T* __restrict p, const T* __restrict grad, T* __restrict sq, 
   T root[detail::kBlock];  // the (centered) second moment of the block, then its square root
   for (int64_t b = lo; b < hi; b += detail::kBlock) {
     const int64_t e = std::min(b + detail::kBlock, hi);
-    T* __restrict r = root - b;
     for (int64_t i = b; i < e; ++i) {
       const T g = gradient(i);
       const T sqi = fmadd(c.one_alpha * g, g, sq[i] * c.alpha);
@@ -56,15 +55,15 @@ void rmsprop_range(T* __restrict p, const T* __restrict grad, T* __restrict sq, 
       if constexpr (Centered) {
         const T gai = fmadd(c.one_alpha, g, ga[i] * c.alpha);
         ga[i] = gai;
-        r[i] = fmadd(-gai, gai, sqi);
+        root[i - b] = fmadd(-gai, gai, sqi);
       } else {
-        r[i] = sqi;
+        root[i - b] = sqi;
       }
     }
     detail::sqrt_inplace(root, e - b);
     for (int64_t i = b; i < e; ++i) {
       const T g = gradient(i);  // p is unchanged so far: the same value as above
-      const T avg = r[i] + c.eps;
+      const T avg = root[i - b] + c.eps;
       if constexpr (Momentum) {
         const T bi = buf[i] * c.mom + g / avg;
         buf[i] = bi;
