@@ -7,6 +7,11 @@
 #include <tapegrad/core/random.h>
 #include <tapegrad/dist/ddp.h>
 #include <tapegrad/dist/process_group.h>
+#include <tapegrad/dist/sync_batch_norm.h>
+#include <tapegrad/layers/activation.h>
+#include <tapegrad/layers/container.h>
+#include <tapegrad/layers/linear.h>
+#include <tapegrad/optim/sgd.h>
 
 using namespace tapegrad;
 
@@ -79,4 +84,112 @@ TEST_CASE("DDP on two halves matches one process on the whole batch", "[.mpi]") 
   ddp.sync_gradients();
   testing::require_close(inner->w.grad(), ref->w.grad(), 1e-5, 1e-7);
   testing::require_close(inner->b.grad(), ref->b.grad(), 1e-5, 1e-7);
+}
+
+namespace {
+// Linear -> BatchNorm1d -> ReLU -> Linear, deterministic weights.
+std::shared_ptr<nn::Sequential> small_net() {
+  manual_seed(5);
+  return std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(4, 6), std::make_shared<nn::BatchNorm1d>(6),
+                                          std::make_shared<nn::ReLU>(), std::make_shared<nn::Linear>(6, 3));
+}
+}  // namespace
+
+TEST_CASE("convert_sync_batchnorm replaces batch norms in place, sharing their state and mode") {
+  auto net = small_net();
+  auto bn = std::dynamic_pointer_cast<nn::BatchNorm1d>((*net)[1]);
+  bn->eval();
+  auto root = dist::convert_sync_batchnorm(net);
+  REQUIRE(root == net);  // the root is not a batch norm: modified in place
+  auto sync = std::dynamic_pointer_cast<dist::SyncBatchNorm>((*net)[1]);
+  REQUIRE(sync != nullptr);
+  REQUIRE(sync->weight.same(bn->weight));
+  REQUIRE(sync->running_var.same(bn->running_var));
+  REQUIRE(sync->num_batches_tracked.same(bn->num_batches_tracked));
+  REQUIRE_FALSE(sync->is_training());
+  REQUIRE(sync->repr() == "SyncBatchNorm(6, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)");
+  std::vector<std::string> keys;
+  for (auto& [k, v] : net->state_dict()) keys.push_back(k);
+  REQUIRE(keys[2] == "1.weight");
+  REQUIRE(keys[5] == "1.running_var");
+  // A batch norm at the root is returned as the replacement.
+  auto alone = dist::convert_sync_batchnorm(std::make_shared<nn::BatchNorm2d>(3));
+  REQUIRE(std::dynamic_pointer_cast<dist::SyncBatchNorm>(alone) != nullptr);
+}
+
+TEST_CASE("SyncBatchNorm in a world of one is BatchNorm") {
+  if (dist::world()->size() != 1) return;
+  manual_seed(3);
+  Tensor x = Tensor::randn({5, 3, 4});
+  nn::BatchNorm1d bn(3);
+  dist::SyncBatchNorm sync(3);
+  testing::require_close(sync(x), bn(x), 0, 0);
+  testing::require_close(sync.running_var, bn.running_var, 0, 0);
+  REQUIRE_ERROR(sync(Tensor::zeros({3})), "SyncBatchNorm: expected at least 2D input (got 1D input)");
+  REQUIRE_ERROR(dist::SyncBatchNorm(0)(Tensor::zeros({2, 0})),
+                "SyncBatchNorm: SyncBatchNorm number of input channels should be non-zero");
+}
+
+TEST_CASE("SyncBatchNorm over two ranks equals BatchNorm over the whole batch, also with unequal halves", "[.mpi]") {
+  auto g = dist::world();
+  REQUIRE(g->size() == 2);
+  for (int64_t split : {4, 3, 1}) {
+    Generator gen(99);
+    Tensor x = (Tensor::randn({8, 3, 5}, {.dtype = kFloat64}, &gen) * 2.0 + 1.0).detach();
+    Tensor gy = Tensor::randn({8, 3, 5}, {.dtype = kFloat64}, &gen);
+    nn::NormOptions o{.dtype = kFloat64};
+    nn::BatchNorm1d ref(3, o);
+    dist::SyncBatchNorm sync(3, o);
+    {
+      autograd::NoGradGuard ng;
+      Tensor w = Tensor::randn({3}, {.dtype = kFloat64}, &gen);
+      ref.weight.copy_(w);
+      sync.weight.copy_(w);
+    }
+    Tensor xr = x.clone().requires_grad_();
+    Tensor yr = ref(xr);
+    yr.backward(gy);
+    const int64_t lo = g->rank() == 0 ? 0 : split, n = g->rank() == 0 ? split : 8 - split;
+    Tensor xs = x.narrow(0, lo, n).clone().requires_grad_();
+    Tensor ys = sync(xs);
+    ys.backward(gy.narrow(0, lo, n));
+    testing::require_close(ys, yr.narrow(0, lo, n).detach(), 1e-10, 1e-12);
+    testing::require_close(xs.grad(), xr.grad().narrow(0, lo, n), 1e-10, 1e-12);
+    testing::require_close(sync.running_mean, ref.running_mean, 1e-12, 1e-12);
+    testing::require_close(sync.running_var, ref.running_var, 1e-12, 1e-12);  // unbiased with the global count
+    REQUIRE(sync.num_batches_tracked.item() == 1);
+    Tensor wg = sync.weight.grad().clone(), bg = sync.bias.grad().clone();
+    g->all_reduce(wg);
+    g->all_reduce(bg);  // local parameter gradients sum to the whole batch's
+    testing::require_close(wg, ref.weight.grad(), 1e-10, 1e-12);
+    testing::require_close(bg, ref.bias.grad(), 1e-10, 1e-12);
+  }
+}
+
+TEST_CASE("20 DDP steps with SyncBatchNorm on two ranks match one process on the full batch", "[.mpi]") {
+  auto g = dist::world();
+  REQUIRE(g->size() == 2);
+  auto ref = small_net();
+  auto net = small_net();
+  dist::convert_sync_batchnorm(net);
+  dist::DistributedDataParallel ddp(net);
+  optim::SGD opt_ref(ref->parameters(), {.lr = 0.1, .momentum = 0.9});
+  optim::SGD opt(ddp.parameters(), {.lr = 0.1, .momentum = 0.9});
+  Generator gen(7);
+  for (int step = 0; step < 20; ++step) {
+    Tensor x = Tensor::randn({8, 4}, {}, &gen), y = Tensor::randn({8, 3}, {}, &gen);
+    opt_ref.zero_grad();
+    ((*ref)(x) - y).pow(2.0).mean().backward();
+    opt_ref.step();
+    opt.zero_grad();
+    Tensor xs = x.narrow(0, 4 * g->rank(), 4), ys = y.narrow(0, 4 * g->rank(), 4);
+    (ddp(xs) - ys).pow(2.0).mean().backward();
+    ddp.sync_gradients();
+    opt.step();
+  }
+  auto a = ref->state_dict(), b = net->state_dict();
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].first);
+    testing::require_close(b[i].second, a[i].second, 1e-4, 1e-5);
+  }
 }
