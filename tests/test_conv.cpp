@@ -166,17 +166,69 @@ void check_against_reference(const Case& c, DType dt, bool non_contiguous) {
 
 Tensor f(const testing::Fixture& fx, const std::string& key) { return fx[key]; }
 
+// Selects a kernel for the scope of a test, then goes back to Auto.
+struct AlgorithmScope {
+  explicit AlgorithmScope(Conv2dAlgorithm a) { set_conv2d_algorithm(a); }
+  ~AlgorithmScope() { set_conv2d_algorithm(Conv2dAlgorithm::Auto); }
+  AlgorithmScope(const AlgorithmScope&) = delete;
+  AlgorithmScope& operator=(const AlgorithmScope&) = delete;
+};
+
+const char* algorithm_name(Conv2dAlgorithm a) {
+  return a == Conv2dAlgorithm::Gemm ? "gemm" : a == Conv2dAlgorithm::Direct ? "direct" : "auto";
+}
+
+constexpr Conv2dAlgorithm kAlgorithms[] = {Conv2dAlgorithm::Auto, Conv2dAlgorithm::Gemm, Conv2dAlgorithm::Direct};
+
 }  // namespace
 
-TEST_CASE("conv2d matches direct loops on odd shapes (float32 and float64)") {
-  for (const Case& c : odd_cases()) {
-    check_against_reference(c, kFloat32, false);
-    check_against_reference(c, kFloat64, false);
+TEST_CASE("conv2d matches direct loops on odd shapes (float32 and float64, every kernel)") {
+  for (Conv2dAlgorithm a : kAlgorithms) {
+    INFO("algorithm " << algorithm_name(a));
+    AlgorithmScope scope(a);
+    for (const Case& c : odd_cases()) {
+      check_against_reference(c, kFloat32, false);
+      check_against_reference(c, kFloat64, false);
+    }
   }
 }
 
 TEST_CASE("conv2d reads non-contiguous inputs and weights") {
-  for (const Case& c : odd_cases()) check_against_reference(c, kFloat32, true);
+  for (Conv2dAlgorithm a : kAlgorithms) {
+    INFO("algorithm " << algorithm_name(a));
+    AlgorithmScope scope(a);
+    for (const Case& c : odd_cases()) check_against_reference(c, kFloat32, true);
+  }
+}
+
+TEST_CASE("conv2d direct kernels: row tails, channel and tap remainders, wide rows, one image") {
+  // Output widths around the vector length, channel counts around the register tiles, tap counts
+  // around the weight tile, rows longer than one tile, and N = 1 (work split inside the image).
+  const std::vector<Case> cases = {
+      {"wo 1", {2, 3, 5, 3}, {7, 3, 3, 3}, {{1, 1}, {}, {1, 1}, 1}},
+      {"wo 7", {3, 2, 4, 9}, {5, 2, 3, 3}, {{1, 1}, {}, {1, 1}, 1}},
+      {"wo 8", {2, 3, 6, 8}, {13, 3, 3, 3}, {{1, 1}, Conv2dPadding::symmetric({1, 1}), {1, 1}, 1}},
+      {"wo 9", {2, 1, 5, 11}, {6, 1, 3, 3}, {{2, 1}, {}, {1, 1}, 1}},
+      {"wo 17", {3, 4, 6, 17}, {12, 4, 2, 1}, {{1, 1}, Conv2dPadding::symmetric({0, 0}), {1, 1}, 1}},
+      {"wo 33", {2, 2, 5, 31}, {11, 2, 3, 3}, {{1, 1}, Conv2dPadding({1, 2}, {0, 2}), {1, 1}, 1}},
+      {"wide 70", {1, 3, 4, 70}, {9, 3, 2, 3}, {{1, 1}, Conv2dPadding::symmetric({1, 1}), {1, 2}, 1}},
+      {"cout 1", {3, 5, 6, 7}, {1, 5, 3, 3}, {{1, 1}, Conv2dPadding::symmetric({1, 1}), {1, 1}, 1}},
+      {"k 1 tap", {2, 1, 6, 9}, {5, 1, 1, 1}, {{1, 1}, Conv2dPadding::symmetric({1, 0}), {1, 1}, 1}},
+      {"k 2 taps", {2, 1, 6, 9}, {5, 1, 1, 2}, {{1, 1}, {}, {1, 3}, 1}},
+      {"groups 4 x 5", {3, 8, 7, 10}, {20, 2, 3, 3}, {{1, 1}, Conv2dPadding::symmetric({1, 1}), {1, 1}, 4}},
+      {"N 1 big", {1, 3, 12, 20}, {64, 3, 3, 3}, {{1, 1}, Conv2dPadding::symmetric({1, 1}), {1, 1}, 1}},
+      {"N 1 depthwise", {1, 16, 9, 12}, {16, 1, 3, 3}, {{1, 1}, Conv2dPadding::symmetric({1, 1}), {1, 1}, 16}},
+      {"stride h 3", {2, 3, 13, 10}, {7, 3, 3, 3}, {{3, 1}, Conv2dPadding::symmetric({1, 1}), {2, 1}, 1}},
+      {"pad beyond kernel", {2, 2, 3, 4}, {7, 2, 2, 2}, {{1, 1}, Conv2dPadding({3, 4}, {2, 5}), {1, 1}, 1}},
+  };
+  for (Conv2dAlgorithm a : {Conv2dAlgorithm::Gemm, Conv2dAlgorithm::Direct}) {
+    INFO("algorithm " << algorithm_name(a));
+    AlgorithmScope scope(a);
+    for (const Case& c : cases) {
+      check_against_reference(c, kFloat32, false);
+      check_against_reference(c, kFloat64, false);
+    }
+  }
 }
 
 TEST_CASE("conv2d takes a strided upstream gradient") {
@@ -274,6 +326,7 @@ TEST_CASE("conv2d records one node and computes only the gradients that are need
 TEST_CASE("conv2d's fused backward equals the differentiable (create_graph) one") {
   for (const Case& c : odd_cases()) {
     INFO(c.name);
+    AlgorithmScope scope(Conv2dAlgorithm::Auto);
     Generator gen(9);
     Tensor x = Tensor::randn(c.x, {.dtype = kFloat64, .requires_grad = true}, &gen);
     Tensor w = Tensor::randn(c.w, {.dtype = kFloat64, .requires_grad = true}, &gen);

@@ -85,4 +85,11 @@ Tensor conv2d_input_grad(const Shape& input_shape, const Tensor& weight, const T
 Tensor conv2d_weight_grad(const Tensor& input, const Shape& weight_shape, const Tensor& grad_output, Int2 stride,
                           const Conv2dPadding& padding, Int2 dilation = {1, 1}, int64_t groups = 1);
 
+// Kernel choice, for tests and benchmarks. Auto (the default) picks per shape; Gemm forces im2col +
+// GEMM everywhere; Direct uses the direct kernels wherever they apply (an AVX2 build, stride 1 along W,
+// and for the input gradient along H too). Process-wide.
+enum class Conv2dAlgorithm { Auto, Gemm, Direct };
+void set_conv2d_algorithm(Conv2dAlgorithm algorithm);
+Conv2dAlgorithm conv2d_algorithm();
+
 }  // namespace tapegrad

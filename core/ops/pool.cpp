@@ -117,9 +117,12 @@ void valid_columns(int64_t w, int64_t wo, int64_t stride, int64_t dx, int64_t& l
   hi = std::clamp<int64_t>(ceil_div(w - dx, stride), lo, wo);
 }
 
-// One plane: x (H, W) -> y (Ho, Wo) and, with kIndices, the flat argmax of each window.
-// Taps are visited in row-major window order for every output, so ties keep the first maximum and a
-// NaN replaces any value (PyTorch's `val > max || isnan(val)`).
+// One plane: x (H, W) -> y (Ho, Wo).
+// Values only: row by row, every tap of the window is one vectorizable pass over the output row.
+// With indices: output by output with branch-free selects (random data would mispredict every
+// comparison). Either way each output sees its taps in row-major window order, so ties keep the first
+// maximum and a NaN replaces any value (PyTorch's `val > max || isnan(val)`); an output whose window
+// has no tap inside the input keeps -inf and PyTorch's start index.
 template <typename T, bool kIndices>
 void max_pool_plane(const MaxGeom& m, const T* x, T* y, int64_t* ind) {
   const PlaneGeom& g = m.g;
@@ -133,31 +136,38 @@ void max_pool_plane(const MaxGeom& m, const T* x, T* y, int64_t* ind) {
     int64_t h0 = hs;
     while (h0 < 0) h0 += dh;
     T* yr = y + oh * g.wo;
-    int64_t* ir = kIndices ? ind + oh * g.wo : nullptr;
-    for (int64_t ow = 0; ow < g.wo; ++ow) {
-      yr[ow] = -std::numeric_limits<T>::infinity();
-      if constexpr (kIndices) {
+    if constexpr (kIndices) {
+      int64_t* ir = ind + oh * g.wo;
+      for (int64_t ow = 0; ow < g.wo; ++ow) {
         int64_t w0 = ow * sw - pw;
         while (w0 < 0) w0 += dw;
+        yr[ow] = -std::numeric_limits<T>::infinity();
         ir[ow] = h0 * g.w + w0;  // PyTorch's start value: the first tap inside the input
       }
-    }
-    for (int64_t ih = h0; ih < he; ih += dh) {
-      const T* xr = x + ih * g.w;
-      for (int64_t q = 0; q < kw; ++q) {
-        const int64_t dx = q * dw - pw;
-        int64_t lo, hi;
-        valid_columns(g.w, g.wo, sw, dx, lo, hi);
-        if constexpr (kIndices) {
+      for (int64_t ih = h0; ih < he; ih += dh) {
+        const T* xr = x + ih * g.w;
+        for (int64_t q = 0; q < kw; ++q) {
+          const int64_t dx = q * dw - pw;
+          int64_t lo, hi;
+          valid_columns(g.w, g.wo, sw, dx, lo, hi);
+          const int64_t base = ih * g.w + dx;
+          // Selects without branches, so that the loop vectorizes.
           for (int64_t ow = lo; ow < hi; ++ow) {
-            const int64_t iw = ow * sw + dx;
-            const T v = xr[iw];
-            if (v > yr[ow] || std::isnan(v)) {
-              yr[ow] = v;
-              ir[ow] = ih * g.w + iw;
-            }
+            const T v = xr[ow * sw + dx];
+            const bool take = (v > yr[ow]) | (v != v);
+            yr[ow] = take ? v : yr[ow];
+            ir[ow] = take ? base + ow * sw : ir[ow];
           }
-        } else {
+        }
+      }
+    } else {
+      std::fill(yr, yr + g.wo, -std::numeric_limits<T>::infinity());
+      for (int64_t ih = h0; ih < he; ih += dh) {
+        const T* xr = x + ih * g.w;
+        for (int64_t q = 0; q < kw; ++q) {
+          const int64_t dx = q * dw - pw;
+          int64_t lo, hi;
+          valid_columns(g.w, g.wo, sw, dx, lo, hi);
           for (int64_t ow = lo; ow < hi; ++ow) {
             const T v = xr[ow * sw + dx];
             yr[ow] = (v > yr[ow] || v != v) ? v : yr[ow];
