@@ -14,6 +14,7 @@
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+#define TAPEGRAD_CONV_DIRECT 1  // the direct kernels below are compiled
 #endif
 
 #include <algorithm>
@@ -231,23 +232,39 @@ void col2im(const ConvGeom& g, const T* cols, T* x) {
 
 std::atomic<Conv2dAlgorithm> g_algorithm{Conv2dAlgorithm::Auto};
 
-enum class Pass { Forward, Input, Weight };
+enum class Pass { Forward, Input, Weight };  // what a kernel computes: y, dX or dW
 
-// Whether a pass runs on the direct kernels: they need an AVX2 build and stride 1 along W (and along
-// H for the input gradient).
-bool use_direct(const ConvGeom& g, Pass pass) {
-#if defined(__AVX2__) && defined(__FMA__)
+// Whether a pass runs on the direct kernels. They need an AVX2 build and stride 1 along W (and along
+// H for the input gradient). Auto (measured on Zen 3) keeps GEMM where it does as well: 1x1 convs
+// (no im2col), rows shorter than two vectors with deep column matrices, and weight gradients of
+// deep column matrices; it takes the direct kernels for shallow ones (a network's first layer) and
+// for groups of fewer than 4 output channels (depthwise), where GEMMs of a few rows crawl.
+#ifdef TAPEGRAD_CONV_DIRECT
+bool use_direct(const ConvGeom& g, Pass pass, int lanes) {
   const Conv2dAlgorithm a = g_algorithm.load(std::memory_order_relaxed);
   if (a == Conv2dAlgorithm::Gemm || g.sw != 1 || g.k() == 0) return false;
   if (pass == Pass::Input && g.sh != 1) return false;
   if (a == Conv2dAlgorithm::Direct) return true;
-  return true;
-#else
-  (void)g;
-  (void)pass;
+  switch (pass) {
+    case Pass::Forward: {
+      const bool few_rows = g.cout_g() < 4;
+      if (g.pointwise() && !few_rows) return false;
+      return few_rows || g.k() <= 64 || g.wo >= 2 * lanes;
+    }
+    case Pass::Input: {  // a forward conv producing Cin_g channels from Cout_g kH kW taps
+      const bool few_rows = g.cin_g() < 4;
+      if (g.pointwise() && !few_rows) return false;
+      return few_rows || g.cout_g() * g.kh * g.kw <= 64 || g.w >= 2 * lanes;
+    }
+    case Pass::Weight: {
+      const bool few_rows = g.cout_g() < 4;
+      if (g.pointwise() && !few_rows) return false;
+      return few_rows || g.k() <= 128;
+    }
+  }
   return false;
-#endif
 }
+#endif
 
 // ---- direct kernels (AVX2 + FMA): stride 1 along W ----
 //
@@ -259,8 +276,7 @@ bool use_direct(const ConvGeom& g, Pass pass) {
 // conv is the same kernel run on the padded upstream gradient with the flipped, transposed weight;
 // the weight gradient tiles CB channels x KB taps and reduces across the row at the end.
 
-#if defined(__AVX2__) && defined(__FMA__)
-#define TAPEGRAD_CONV_DIRECT 1
+#ifdef TAPEGRAD_CONV_DIRECT
 
 template <typename T>
 struct Simd;
@@ -339,14 +355,15 @@ struct DirectPlan {
   int64_t cin_g = 0, cout_g = 0, k = 0;
   std::vector<int64_t> off;  // tap (ci, p, q) -> offset of its first element in a group's padded copy
 
+  int64_t tile = kTileChannels;  // output channels per block of work
   int64_t padded_size() const { return cin * hp * wp; }
-  int64_t blocks_per_group() const { return (cout_g + kTileChannels - 1) / kTileChannels; }
+  int64_t blocks_per_group() const { return (cout_g + tile - 1) / tile; }
   int64_t blocks() const { return groups * blocks_per_group(); }
   // Output channels [co, co + cb) of block b; a block never straddles two groups.
   void block(int64_t b, int64_t& co, int64_t& cb) const {
-    const int64_t grp = b / blocks_per_group(), first = grp * cout_g + (b % blocks_per_group()) * kTileChannels;
+    const int64_t grp = b / blocks_per_group(), first = grp * cout_g + (b % blocks_per_group()) * tile;
     co = first;
-    cb = std::min<int64_t>(kTileChannels, (grp + 1) * cout_g - first);
+    cb = std::min<int64_t>(tile, (grp + 1) * cout_g - first);
   }
 };
 
@@ -556,7 +573,7 @@ void conv_forward(const ConvGeom& g, const T* x, const T* w, const T* b, T* y) {
   const int64_t hwo = g.hwo(), K = g.k(), cin_g = g.cin_g(), cout_g = g.cout_g();
   if (g.n == 0 || g.out_image() == 0) return;
 #ifdef TAPEGRAD_CONV_DIRECT
-  if (use_direct(g, Pass::Forward)) {
+  if (use_direct(g, Pass::Forward, Simd<T>::kLanes)) {
     const DirectPlan d = forward_plan(g, Simd<T>::kLanes);
     const int threads = batch_threads(g.n);
     const bool inner = threads <= 1 && !omp_in_parallel() && omp_get_max_threads() > 1;
@@ -623,14 +640,14 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* gx
   std::vector<T> gw_part(gw && K > 0 ? static_cast<size_t>((threads - 1) * wnumel) : 0, T(0));
   std::vector<double> gb_part(gb ? static_cast<size_t>(threads * g.cout) : 0, 0.0);
   const bool pw = g.pointwise();
+#ifdef TAPEGRAD_CONV_DIRECT
   // With fewer images than threads, the images run one by one and the work inside each is split.
   const bool inner = threads <= 1 && !omp_in_parallel() && omp_get_max_threads() > 1;
-
-#ifdef TAPEGRAD_CONV_DIRECT
   constexpr int L = Simd<T>::kLanes;
-  const bool direct_w = gw && K > 0 && use_direct(g, Pass::Weight);
-  const bool direct_x = gx && K > 0 && use_direct(g, Pass::Input);
-  const DirectPlan wplan = direct_w ? forward_plan(g, L) : DirectPlan();
+  const bool direct_w = gw && K > 0 && use_direct(g, Pass::Weight, L);
+  const bool direct_x = gx && K > 0 && use_direct(g, Pass::Input, L);
+  DirectPlan wplan = direct_w ? forward_plan(g, L) : DirectPlan();
+  wplan.tile = kWeightTileChannels;
   const DirectPlan xplan = direct_x ? input_grad_plan(g, L) : DirectPlan();
   const std::vector<T> wt = direct_x ? flip_transpose(g, w) : std::vector<T>();
 #else
