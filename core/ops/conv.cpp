@@ -1,9 +1,12 @@
-// Convolution: im2col + GEMM forward and the fused backward, side by side.
+// Convolution: forward kernels and the fused backward, side by side.
 //
-// Work is spread over the batch: each OpenMP thread takes whole images, builds their column matrix in
-// its own scratch buffer and calls a single-threaded GEMM (OpenBLAS's OpenMP build runs on one thread
-// when called inside a parallel region). With fewer images than threads the images run one after the
-// other and OpenBLAS threads each GEMM itself.
+// Two kernel families (chosen per pass and shape by use_direct):
+//   - im2col + GEMM (OpenBLAS), any stride;
+//   - direct AVX2 kernels for stride 1 along W, computing from a zero-padded copy of each image.
+// Work is spread over the batch: each OpenMP thread takes whole images with its own scratch buffers,
+// and GEMMs called there run on one thread (OpenBLAS's OpenMP build does so inside a parallel region).
+// With fewer images than threads the images run one after the other and the work inside each image
+// is split instead (output-channel blocks, or OpenBLAS's own threads).
 #include "conv.h"
 
 #include "../autograd.h"
@@ -327,11 +330,14 @@ struct Simd<double> {
 
 // Register tiles (16 ymm registers), tuned on Zen 3:
 //   forward / input gradient: CB = 6 output channels x NV = 2 vectors of a row (12 accumulators, the
-//     row vectors loaded once per tap, the weight broadcast per channel);
+//     row vectors loaded once per tap, the weight broadcast per channel); blocks of fewer channels
+//     (depthwise, a first layer's input gradient) take more vectors so that enough accumulators stay
+//     in flight;
 //   weight gradient: CB = 4 channels x KB = 3 taps (12 accumulators, the tap vectors loaded once per
 //     position, dY loaded per channel).
 constexpr int kTileChannels = 6;
-constexpr int kTileVectors = 2;
+constexpr int kMaxTileVectors = 6;
+constexpr int kTileVectors[kTileChannels] = {6, 4, 3, 2, 2, 2};  // NV for CB = 1 .. 6
 constexpr int kWeightTileChannels = 4;
 constexpr int kTileTaps = 3;
 
@@ -475,17 +481,18 @@ constexpr std::array<ForwardTileFn<T>, sizeof...(NV)> forward_row(std::integer_s
 template <typename T>
 void forward_block(const DirectPlan& d, const T* xp, const T* w, const T* bias, T* y, int64_t co, int64_t cb) {
   constexpr int L = Simd<T>::kLanes;
-  using Seq = std::make_integer_sequence<int, kTileVectors>;
-  static constexpr std::array<std::array<ForwardTileFn<T>, kTileVectors>, kTileChannels> table = {
+  using Seq = std::make_integer_sequence<int, kMaxTileVectors>;
+  static constexpr std::array<std::array<ForwardTileFn<T>, kMaxTileVectors>, kTileChannels> table = {
       forward_row<T, 1>(Seq{}), forward_row<T, 2>(Seq{}), forward_row<T, 3>(Seq{}),
       forward_row<T, 4>(Seq{}), forward_row<T, 5>(Seq{}), forward_row<T, 6>(Seq{})};
   const T* xg = xp + (co / d.cout_g) * d.cin_g * d.hp * d.wp;
   const int64_t hwo = d.ho * d.wo;
+  const int max_nv = kTileVectors[cb - 1];
   for (int64_t oh = 0; oh < d.ho; ++oh) {
     const T* xrow = xg + oh * d.sh * d.wp;
-    for (int64_t ow = 0; ow < d.wo; ow += kTileVectors * L) {
+    for (int64_t ow = 0; ow < d.wo; ow += max_nv * L) {
       const int64_t rem = d.wo - ow;
-      const int nv = static_cast<int>(std::min<int64_t>(kTileVectors, (rem + L - 1) / L));
+      const int nv = static_cast<int>(std::min<int64_t>(max_nv, (rem + L - 1) / L));
       const int tail = static_cast<int>(rem - (nv - 1) * L >= L ? L : rem - (nv - 1) * L);
       table[cb - 1][nv - 1](xrow + ow, d.off.data(), d.k, w + co * d.k, bias ? bias + co : nullptr,
                             y + co * hwo + oh * d.wo + ow, hwo, tail);
