@@ -401,6 +401,29 @@ TEST_CASE("conv2d_input_grad and conv2d_weight_grad match the autograd gradients
       {testing::randn64({2, 4, 6, 7}, 3), testing::randn64({2, 6, 3, 5}, 4)}));
 }
 
+TEST_CASE("conv2d called from inside a parallel region runs on the calling thread") {
+  // Each thread convolves its own input; the per-thread scratch must not be shared.
+  const RefConv p{{1, 1}, Conv2dPadding::symmetric({1, 1}), {1, 1}, 1};
+  constexpr int kJobs = 4;
+  std::vector<Tensor> xs, ys(kJobs), gws(kJobs);
+  Generator gen(21);
+  Tensor w = Tensor::randn({5, 3, 3, 3}, {}, &gen);
+  for (int i = 0; i < kJobs; ++i) xs.push_back(Tensor::randn({3, 3, 6 + i, 7}, {}, &gen));
+#pragma omp parallel for num_threads(2)
+  for (int i = 0; i < kJobs; ++i) {
+    Tensor wi = w.detach().requires_grad_();
+    Tensor y = conv2d(xs[i], wi, {}, p.stride, p.padding);
+    y.sum().backward();
+    ys[i] = y.detach();
+    gws[i] = wi.grad();
+  }
+  for (int i = 0; i < kJobs; ++i) {
+    const RefResult r = reference(xs[i], w, {}, Tensor::ones(ys[i].shape()), p);
+    require_close(ys[i], r.y, 1e-4, 1e-4);
+    require_close(gws[i], r.gw, 1e-4, 1e-4);
+  }
+}
+
 TEST_CASE("conv2d edge sizes: empty batch, kernel as large as the padded input") {
   Tensor w = Tensor::ones({2, 3, 3, 3});
   Tensor y = conv2d(Tensor::zeros({0, 3, 5, 5}), w, Tensor::ones({2}));
