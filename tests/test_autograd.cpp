@@ -46,3 +46,21 @@ TEST_CASE("smoke: second-order gradients through composed backward") {
   Tensor a = testing::randn64({5}, 21);
   REQUIRE(gradgradcheck([](const std::vector<Tensor>& x) { return (x[0] * x[0] * x[0]).tanh() * x[0].exp(); }, {a}));
 }
+
+TEST_CASE("a gradient only the engine holds becomes the leaf's .grad without a copy") {
+  Tensor x = Tensor::of({1.0, 2.0, 3.0}, {.requires_grad = true});
+  void* produced = nullptr;
+  Tensor y = x.detach().clone();
+  autograd::record("fresh_grad", {x}, {y}, {}, [&produced](autograd::Context& c) -> autograd::Grads {
+    Tensor g = c.grad().clone();  // a new buffer nobody else sees
+    produced = g.data();
+    return {g};
+  });
+  y.backward(Tensor::of({1.0, 1.0, 1.0}));
+  REQUIRE(x.grad().data() == produced);
+  // A gradient the backward hands to two inputs is still copied for each.
+  Tensor a = Tensor::of({1.0, 2.0}, {.requires_grad = true}), b = Tensor::of({3.0, 4.0}, {.requires_grad = true});
+  (a + b).sum().backward();
+  REQUIRE(a.grad().data() != b.grad().data());
+  testing::require_close(a.grad(), Tensor::of({1.0, 1.0}));
+}
