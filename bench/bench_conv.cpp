@@ -1,6 +1,7 @@
 // conv2d and max_pool2d timings for the documents' layer; bench/bench_conv.py times the same in PyTorch.
 //
-// Prints one line per measurement: name, median milliseconds, GFLOP/s (0 where flops are not counted).
+// Prints one line per measurement: name, median wall ms, median process CPU ms, GFLOP/s (from the wall
+// time; 0 where flops are not counted).
 // conv2d flops per pass = 2 N Cout Ho Wo Cin/groups kH kW; a backward with the input gradient is two passes.
 //   bench_conv [threads=2] [iters=30]
 #include <tapegrad/core/autograd.h>
@@ -8,6 +9,7 @@
 #include <tapegrad/core/random.h>
 
 #include <omp.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,22 +25,39 @@ namespace {
 int g_iters = 30;
 constexpr int kWarmup = 30;  // also lets the allocator settle: the first 16 MB outputs page-fault
 
-// Median wall time of `timed` in ms; `setup` runs before each call, outside the clock.
-double median_ms(const std::function<void()>& setup, const std::function<void()>& timed) {
-  std::vector<double> ms;
+struct Timing {
+  double wall_ms, cpu_ms;  // medians; cpu = process CPU time, all threads
+};
+
+double cpu_now_ms() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) * 1e-6;
+}
+
+// Median times of `timed`; `setup` runs before each call, outside the clock.
+Timing measure(const std::function<void()>& setup, const std::function<void()>& timed) {
+  std::vector<double> wall, cpu;
   for (int i = 0; i < kWarmup + g_iters; ++i) {
     setup();
+    const double c0 = cpu_now_ms();
     const auto t0 = std::chrono::steady_clock::now();
     timed();
     const auto t1 = std::chrono::steady_clock::now();
-    if (i >= kWarmup) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    const double c1 = cpu_now_ms();
+    if (i >= kWarmup) {
+      wall.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      cpu.push_back(c1 - c0);
+    }
   }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  std::sort(wall.begin(), wall.end());
+  std::sort(cpu.begin(), cpu.end());
+  return {wall[wall.size() / 2], cpu[cpu.size() / 2]};
 }
 
-void report(const char* name, double ms, double flops) {
-  std::printf("%s\t%.3f\t%.1f\n", name, ms, flops > 0 ? flops / (ms * 1e6) : 0.0);
+// name, wall ms, cpu ms, GFLOP/s from the wall time (0 where flops are not counted)
+void report(const char* name, Timing t, double flops) {
+  std::printf("%s\t%.3f\t%.3f\t%.1f\n", name, t.wall_ms, t.cpu_ms, flops > 0 ? flops / (t.wall_ms * 1e6) : 0.0);
   std::fflush(stdout);
 }
 
@@ -61,7 +80,7 @@ int main(int argc, char** argv) {
   {
     autograd::NoGradGuard ng;
     Tensor y;
-    report("conv2d_forward", median_ms([] {}, [&] { y = conv2d(x, w, b, {1, 1}, {1, 1}); }), flops);
+    report("conv2d_forward", measure([] {}, [&] { y = conv2d(x, w, b, {1, 1}, {1, 1}); }), flops);
   }
   {
     Tensor wg = w.detach().requires_grad_(), bg = b.detach().requires_grad_();
@@ -71,7 +90,7 @@ int main(int argc, char** argv) {
       bg.set_grad({});
       y = conv2d(x, wg, bg, {1, 1}, {1, 1});
     };
-    report("conv2d_backward_weight", median_ms(setup, [&] { y.backward(gy); }), flops);
+    report("conv2d_backward_weight", measure(setup, [&] { y.backward(gy); }), flops);
   }
   {
     Tensor xg = x.detach().requires_grad_(), wg = w.detach().requires_grad_(), bg = b.detach().requires_grad_();
@@ -82,7 +101,7 @@ int main(int argc, char** argv) {
       bg.set_grad({});
       y = conv2d(xg, wg, bg, {1, 1}, {1, 1});
     };
-    report("conv2d_backward_input_weight", median_ms(setup, [&] { y.backward(gy); }), 2 * flops);
+    report("conv2d_backward_input_weight", measure(setup, [&] { y.backward(gy); }), 2 * flops);
   }
 
   // max_pool2d(2) on (64, 64, 32, 32).
@@ -91,8 +110,8 @@ int main(int argc, char** argv) {
   {
     autograd::NoGradGuard ng;
     Tensor y;
-    report("max_pool2d_forward", median_ms([] {}, [&] { y = max_pool2d(p, {2, 2}); }), 0);
-    report("max_pool2d_forward_indices", median_ms([] {}, [&] { y = max_pool2d_with_indices(p, {2, 2}).first; }), 0);
+    report("max_pool2d_forward", measure([] {}, [&] { y = max_pool2d(p, {2, 2}); }), 0);
+    report("max_pool2d_forward_indices", measure([] {}, [&] { y = max_pool2d_with_indices(p, {2, 2}).first; }), 0);
   }
   {
     Tensor xg = p.detach().requires_grad_();
@@ -101,7 +120,7 @@ int main(int argc, char** argv) {
       xg.set_grad({});
       y = max_pool2d(xg, {2, 2});
     };
-    report("max_pool2d_backward", median_ms(setup, [&] { y.backward(pg); }), 0);
+    report("max_pool2d_backward", measure(setup, [&] { y.backward(pg); }), 0);
   }
   return 0;
 }

@@ -15,21 +15,25 @@ torch.set_num_threads(threads)
 torch.manual_seed(0)
 
 
-def median_ms(setup, timed):
-    ms = []
+def measure(setup, timed):
+    """Median wall and process-CPU milliseconds of timed(); setup() runs before each call, untimed."""
+    wall, cpu = [], []
     for i in range(WARMUP + iters):
         setup()
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         timed()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         if i >= WARMUP:
-            ms.append((t1 - t0) * 1e3)
-    ms.sort()
-    return ms[len(ms) // 2]
+            wall.append((t1 - t0) * 1e3)
+            cpu.append((c1 - c0) * 1e3)
+    wall.sort()
+    cpu.sort()
+    return wall[len(wall) // 2], cpu[len(cpu) // 2]
 
 
-def report(name, ms, flops):
-    print(f"{name}\t{ms:.3f}\t{flops / (ms * 1e6) if flops else 0.0:.1f}", flush=True)
+def report(name, t, flops):
+    wall, cpu = t
+    print(f"{name}\t{wall:.3f}\t{cpu:.3f}\t{flops / (wall * 1e6) if flops else 0.0:.1f}", flush=True)
 
 
 N, Cin, Cout, H, W, K = 64, 3, 64, 32, 32, 3
@@ -41,7 +45,7 @@ gy = torch.randn(N, Cout, H, W)
 state = {}
 
 with torch.no_grad():
-    report("conv2d_forward", median_ms(lambda: None, lambda: F.conv2d(x, w, b, padding=1)), flops)
+    report("conv2d_forward", measure(lambda: None, lambda: F.conv2d(x, w, b, padding=1)), flops)
 
 
 def make_setup(inputs):
@@ -53,16 +57,16 @@ def make_setup(inputs):
 
 
 wg, bg = w.clone().requires_grad_(), b.clone().requires_grad_()
-report("conv2d_backward_weight", median_ms(make_setup([wg, bg]), lambda: state["y"].backward(gy)), flops)
+report("conv2d_backward_weight", measure(make_setup([wg, bg]), lambda: state["y"].backward(gy)), flops)
 xg = x.clone().requires_grad_()
-report("conv2d_backward_input_weight", median_ms(make_setup([xg, wg, bg]), lambda: state["y"].backward(gy)), 2 * flops)
+report("conv2d_backward_input_weight", measure(make_setup([xg, wg, bg]), lambda: state["y"].backward(gy)), 2 * flops)
 
 p = torch.randn(64, 64, 32, 32)
 pg = torch.randn(64, 64, 16, 16)
 with torch.no_grad():
-    report("max_pool2d_forward", median_ms(lambda: None, lambda: F.max_pool2d(p, 2)), 0)
+    report("max_pool2d_forward", measure(lambda: None, lambda: F.max_pool2d(p, 2)), 0)
     report("max_pool2d_forward_indices",
-           median_ms(lambda: None, lambda: F.max_pool2d(p, 2, return_indices=True)), 0)
+           measure(lambda: None, lambda: F.max_pool2d(p, 2, return_indices=True)), 0)
 pr = p.clone().requires_grad_()
 
 
@@ -71,4 +75,4 @@ def pool_setup():
     state["y"] = F.max_pool2d(pr, 2)
 
 
-report("max_pool2d_backward", median_ms(pool_setup, lambda: state["y"].backward(pg)), 0)
+report("max_pool2d_backward", measure(pool_setup, lambda: state["y"].backward(pg)), 0)
