@@ -8,9 +8,14 @@
 //     out[n, co, i, j] = bias[co] + sum_{ci, p, q} weight[co, ci, p, q] * xpad[n, g Cin/G + ci, sH i + dH p, sW j + dW q]
 //   where g = co / (Cout/G) is the group of output channel co.
 //
+// Kernels: im2col + OpenBLAS GEMM, or (AVX2 builds, stride 1 along W) direct kernels that compute
+// from a zero-padded copy of each image with register tiles of output channels x row vectors; the
+// choice is made per pass from the shape (see set_conv2d_algorithm at the end).
+//
 // One autograd node "conv2d" (saved: input, weight). Its backward is one fused pass over the batch
 // computing only the gradients that are needed:
-//   dX = conv_transpose(dY, W)  (GEMM W^T dY per image, then col2im)
+//   dX = conv_transpose(dY, W)  (GEMM W^T dY per image then col2im, or the direct kernel run on the
+//                                padded dY with the flipped, transposed weight)
 //   dW = sum_n dY_n cols(X_n)^T (per-thread partial sums, reduced at the end)
 //   db = sum over N, Ho, Wo of dY
 // Under create_graph the same gradients are computed by the differentiable conv2d_input_grad /
