@@ -238,3 +238,21 @@ TEST_CASE("an undefined saved tensor unpacks as undefined") {
   out.sum().backward();
   testing::require_close(a.grad(), Tensor::of({2.0, 2.0}));
 }
+
+TEST_CASE("a gradient only the engine holds becomes the leaf's .grad without a copy") {
+  Tensor x = Tensor::of({1.0, 2.0, 3.0}, {.requires_grad = true});
+  void* produced = nullptr;
+  Tensor y = x.detach().clone();
+  autograd::record("fresh_grad", {x}, {y}, {}, [&produced](autograd::Context& c) -> autograd::Grads {
+    Tensor g = c.grad().clone();  // a new buffer nobody else sees
+    produced = g.data();
+    return {g};
+  });
+  y.backward(Tensor::of({1.0, 1.0, 1.0}));
+  REQUIRE(x.grad().data() == produced);
+  // A gradient the backward hands to two inputs is still copied for each.
+  Tensor a = Tensor::of({1.0, 2.0}, {.requires_grad = true}), b = Tensor::of({3.0, 4.0}, {.requires_grad = true});
+  (a + b).sum().backward();
+  REQUIRE(a.grad().data() != b.grad().data());
+  testing::require_close(a.grad(), Tensor::of({1.0, 1.0}));
+}
