@@ -46,6 +46,7 @@ void Node::release() {
 Tensor Context::saved(size_t i) const {
   if (node_.released) throw Error(second_backward_message(node_));
   const SavedTensor& s = node_.saved.at(i);
+  if (!s.tensor.defined()) return s.tensor;  // record() accepts undefined entries (an absent optional input)
   if (s.tensor.version() != s.version) {
     fail(
         "{}: one of the variables needed for gradient computation has been modified by an inplace operation: "

@@ -46,3 +46,14 @@ TEST_CASE("smoke: second-order gradients through composed backward") {
   Tensor a = testing::randn64({5}, 21);
   REQUIRE(gradgradcheck([](const std::vector<Tensor>& x) { return (x[0] * x[0] * x[0]).tanh() * x[0].exp(); }, {a}));
 }
+
+TEST_CASE("an undefined saved tensor unpacks as undefined") {
+  Tensor a = Tensor::of({1.0, 2.0}, {.requires_grad = true});
+  Tensor out = a.detach() * 2.0;
+  autograd::record("scale_opt", {a}, {out}, {Tensor(), a}, [](autograd::Context& ctx) -> autograd::Grads {
+    REQUIRE_FALSE(ctx.saved(0).defined());
+    return {ctx.grad() * 2.0};
+  });
+  out.sum().backward();
+  testing::require_close(a.grad(), Tensor::of({2.0, 2.0}));
+}
