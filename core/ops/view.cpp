@@ -39,6 +39,7 @@ Shape infer_shape(const Shape& requested, int64_t numel, std::string_view op) {
 std::optional<Shape> view_strides(const Shape& shape, const Shape& strides, const Shape& new_shape) {
   Shape out(new_shape.size());
   if (numel_of(shape) == 0) return contiguous_strides(new_shape);
+  if (shape.empty()) return contiguous_strides(new_shape);  // a 0-dim tensor: new_shape is all ones
   int64_t view_d = static_cast<int64_t>(new_shape.size()) - 1;
   int64_t chunk_base_stride = strides.empty() ? 1 : strides.back();
   int64_t tensor_numel = 1, view_numel = 1;
