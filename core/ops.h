@@ -1,6 +1,7 @@
 // Every op of the core, one header per family.
 #pragma once
 
+#include "ops/activation.h"
 #include "ops/elementwise.h"
 #include "ops/linalg.h"
 #include "ops/reduce.h"
