@@ -4,6 +4,7 @@
 #include "ops/activation.h"
 #include "ops/elementwise.h"
 #include "ops/linalg.h"
+#include "ops/loss.h"
 #include "ops/reduce.h"
 #include "ops/shape.h"
 #include "ops/softmax.h"
