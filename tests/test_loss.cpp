@@ -231,7 +231,7 @@ TEST_CASE("cross_entropy accepts non-contiguous inputs") {
 // ======================================================================================
 
 TEST_CASE("cross_entropy's fused forward and backward match a composed reference on odd shapes") {
-  const std::vector<Shape> shapes = {{1, 1}, {3, 7}, {5},         {2, 5, 1, 3}, {2, 3, 70},
+  const std::vector<Shape> shapes = {{1, 1},          {3, 7},    {5},           {2, 5, 1, 3}, {2, 3, 70},
                                      {1, 2, 3, 2, 2}, {64, 600}, {3, 20000, 2}, {9, 4, 129}};
   uint64_t seed = 100;
   for (const Shape& shape : shapes) {
@@ -322,12 +322,12 @@ TEST_CASE("cross_entropy passes gradcheck and gradgradcheck") {
       INFO("ls " << ls);
       Tensor x = testing::randn64({5, 5}, 1);
       REQUIRE(gradcheck([&](const std::vector<Tensor>& in) { return cross_entropy(in[0], t2, w5, -100, r, ls); }, {x}));
-      REQUIRE(gradgradcheck([&](const std::vector<Tensor>& in) { return cross_entropy(in[0], t2, {}, -100, r, ls); },
-                            {x}));
+      REQUIRE(
+          gradgradcheck([&](const std::vector<Tensor>& in) { return cross_entropy(in[0], t2, {}, -100, r, ls); }, {x}));
       Tensor x4 = testing::randn64({2, 4, 3, 2}, 2);
       REQUIRE(gradcheck([&](const std::vector<Tensor>& in) { return cross_entropy(in[0], t4, w4, 1, r, ls); }, {x4}));
-      REQUIRE(gradgradcheck([&](const std::vector<Tensor>& in) { return cross_entropy(in[0], t4, w4, 1, r, ls); },
-                            {x4}));
+      REQUIRE(
+          gradgradcheck([&](const std::vector<Tensor>& in) { return cross_entropy(in[0], t4, w4, 1, r, ls); }, {x4}));
       // probability targets: both arguments
       Tensor xp = testing::randn64({3, 4, 2}, 5), p = testing::randn64({3, 4, 2}, 6);
       REQUIRE(gradcheck([&](const std::vector<Tensor>& in) { return cross_entropy(in[0], in[1], w4, -100, r, ls); },
@@ -375,8 +375,10 @@ TEST_CASE("cross_entropy reports PyTorch's errors") {
                 "cross_entropy: Expected input batch_size (5) to match target batch_size (3).");
   REQUIRE_ERROR(cross_entropy(x, longs({0, 1, 2, 4, 0})), "cross_entropy: Target 4 is out of bounds.");
   REQUIRE_ERROR(cross_entropy(x, longs({0, 1, 2, -3, 7})), "cross_entropy: Target -3 is out of bounds.");
-  REQUIRE_ERROR(cross_entropy(Tensor::zeros({4}), Tensor::scalar(5, kInt64)), "cross_entropy: Target 5 is out of bounds.");
-  REQUIRE_ERROR(cross_entropy(x, Tensor::of({0, 1, 2, 3, 0})), "cross_entropy: expected scalar type Long but found Float");
+  REQUIRE_ERROR(cross_entropy(Tensor::zeros({4}), Tensor::scalar(5, kInt64)),
+                "cross_entropy: Target 5 is out of bounds.");
+  REQUIRE_ERROR(cross_entropy(x, Tensor::of({0, 1, 2, 3, 0})),
+                "cross_entropy: expected scalar type Long but found Float");
   REQUIRE_ERROR(cross_entropy(x, Tensor::zeros({5, 4}, {.dtype = kInt64})),
                 "cross_entropy: Expected floating point type for target with class probabilities, got Long");
   REQUIRE_ERROR(cross_entropy(x, longs({0, 1, 2, 3, 0}), {}, -100, Reduction::Mean, 1.5),
@@ -397,11 +399,13 @@ TEST_CASE("cross_entropy reports PyTorch's errors") {
                 "cross_entropy: Expected target size [2, 7], got [2, 7, 1]");
   REQUIRE_ERROR(cross_entropy(Tensor::zeros({2, 3, 4, 5}), Tensor::zeros({2, 4, 4}, {.dtype = kInt64})),
                 "cross_entropy: size mismatch (got input: [2, 3, 4, 5] , target: [2, 4, 4]");
-  REQUIRE_ERROR(cross_entropy(Tensor::zeros({2, 3, 4, 5}), Tensor::zeros({2, 20}, {.dtype = kInt64})),
-                "cross_entropy: only batches of spatial targets supported (3D tensors) but got targets of dimension: 2");
+  REQUIRE_ERROR(
+      cross_entropy(Tensor::zeros({2, 3, 4, 5}), Tensor::zeros({2, 20}, {.dtype = kInt64})),
+      "cross_entropy: only batches of spatial targets supported (3D tensors) but got targets of dimension: 2");
   REQUIRE_ERROR(cross_entropy(Tensor::zeros({2, 3, 2, 2, 2}), Tensor::zeros({2, 2, 2, 3}, {.dtype = kInt64})),
                 "cross_entropy: Expected target size [2, 2, 2, 2], got [2, 2, 2, 3]");
-  REQUIRE_ERROR(cross_entropy(Tensor::zeros({4}), longs({2})), "cross_entropy: size mismatch (got input: [4], target: [1])");
+  REQUIRE_ERROR(cross_entropy(Tensor::zeros({4}), longs({2})),
+                "cross_entropy: size mismatch (got input: [4], target: [1])");
   REQUIRE_ERROR(cross_entropy(x, Tensor::zeros({5, 2}, {.dtype = kInt64})),
                 "cross_entropy: 0D or 1D target tensor expected, multi-target not supported");
   REQUIRE_ERROR(cross_entropy(x.to(kFloat64), longs({0, 1, 2, 3, 0}), Tensor::ones({4})),
@@ -414,8 +418,10 @@ TEST_CASE("cross_entropy reports PyTorch's errors") {
     autograd::NoGradGuard ng;  // without recording a weight that requires grad is just a tensor
     REQUIRE(std::isfinite(cross_entropy(x, longs({0, 1, 2, 3, 0}), w).item()));
   }
-  REQUIRE_ERROR(nll_loss(Tensor::scalar(1.0), Tensor::scalar(0, kInt64)), "nll_loss: Expected 1 or more dimensions (got 0)");
-  REQUIRE_ERROR(nll_loss(x, longs({0, 1, 2})), "nll_loss: Expected input batch_size (5) to match target batch_size (3).");
+  REQUIRE_ERROR(nll_loss(Tensor::scalar(1.0), Tensor::scalar(0, kInt64)),
+                "nll_loss: Expected 1 or more dimensions (got 0)");
+  REQUIRE_ERROR(nll_loss(x, longs({0, 1, 2})),
+                "nll_loss: Expected input batch_size (5) to match target batch_size (3).");
   REQUIRE_ERROR(nll_loss(x, Tensor::zeros({5})), "nll_loss: expected scalar type Long but found Float");
 }
 
@@ -461,8 +467,8 @@ TEST_CASE("regression losses pass gradcheck and gradgradcheck") {
     REQUIRE(gradgradcheck([&](const std::vector<Tensor>& in) { return l1_loss(in[0] * in[0], in[1], r); }, {x, y}));
     for (double beta : {1.0, 0.3}) {
       REQUIRE(gradcheck([&](const std::vector<Tensor>& in) { return smooth_l1_loss(in[0], in[1], r, beta); }, {x, y}));
-      REQUIRE(gradgradcheck([&](const std::vector<Tensor>& in) { return smooth_l1_loss(in[0], in[1], r, beta); },
-                            {x, y}));
+      REQUIRE(
+          gradgradcheck([&](const std::vector<Tensor>& in) { return smooth_l1_loss(in[0], in[1], r, beta); }, {x, y}));
     }
   }
 }
@@ -525,13 +531,15 @@ TEST_CASE("binary cross-entropy losses pass gradcheck and gradgradcheck") {
     Tensor p = (testing::randn64({3, 4}, 1, false).sigmoid() * 0.9 + 0.05).detach().requires_grad_();
     Tensor t = testing::randn64({3, 4}, 2, false).sigmoid().detach().requires_grad_();
     REQUIRE(gradcheck([&](const std::vector<Tensor>& in) { return binary_cross_entropy(in[0], in[1], w, r); }, {p, t}));
-    REQUIRE(gradgradcheck([&](const std::vector<Tensor>& in) { return binary_cross_entropy(in[0], in[1], w, r); },
-                          {p, t}));
+    REQUIRE(
+        gradgradcheck([&](const std::vector<Tensor>& in) { return binary_cross_entropy(in[0], in[1], w, r); }, {p, t}));
     Tensor z = testing::randn64({3, 4}, 3);
     REQUIRE(gradcheck(
-        [&](const std::vector<Tensor>& in) { return binary_cross_entropy_with_logits(in[0], in[1], w, r, pw); }, {z, t}));
+        [&](const std::vector<Tensor>& in) { return binary_cross_entropy_with_logits(in[0], in[1], w, r, pw); },
+        {z, t}));
     REQUIRE(gradgradcheck(
-        [&](const std::vector<Tensor>& in) { return binary_cross_entropy_with_logits(in[0], in[1], w, r, pw); }, {z, t}));
+        [&](const std::vector<Tensor>& in) { return binary_cross_entropy_with_logits(in[0], in[1], w, r, pw); },
+        {z, t}));
   }
 }
 
@@ -551,9 +559,10 @@ TEST_CASE("binary cross-entropy losses report PyTorch's errors") {
   REQUIRE_ERROR(binary_cross_entropy_with_logits(Tensor::rand({3, 4}), Tensor::rand({4})),
                 "binary_cross_entropy_with_logits: Target size (torch.Size([4])) must be the same as input size "
                 "(torch.Size([3, 4]))");
-  REQUIRE_ERROR(binary_cross_entropy_with_logits(Tensor::rand({3, 4}), Tensor::rand({3, 4}), {}, Reduction::Mean,
-                                                 Tensor::rand({2, 3, 4})),
-                "binary_cross_entropy_with_logits: output with shape [3, 4] doesn't match the broadcast shape [2, 3, 4]");
+  REQUIRE_ERROR(
+      binary_cross_entropy_with_logits(Tensor::rand({3, 4}), Tensor::rand({3, 4}), {}, Reduction::Mean,
+                                       Tensor::rand({2, 3, 4})),
+      "binary_cross_entropy_with_logits: output with shape [3, 4] doesn't match the broadcast shape [2, 3, 4]");
   Tensor pw = Tensor::ones({4}, {.requires_grad = true});
   REQUIRE_ERROR(binary_cross_entropy_with_logits(Tensor::rand({3, 4}), Tensor::rand({3, 4}), {}, Reduction::Mean, pw),
                 "binary_cross_entropy_with_logits: The function 'binary_cross_entropy_with_logits' is not "

@@ -4,6 +4,7 @@
 #include "../autograd.h"
 #include "../iter.h"
 #include "../random.h"
+#include "../vec_math.h"
 #include "elementwise.h"
 
 #include <omp.h>
@@ -23,20 +24,23 @@ namespace {
 template <typename Fwd, typename Deriv, typename Composed>
 Tensor pointwise(const char* name, const Tensor& x, Fwd fwd, Deriv deriv, Composed composed) {
   Tensor out = dispatch_floating(x.dtype(), name, [&]<typename T>() {
-    return detail::map_unary<T, T>(x, x.dtype(), [&](T v) { return fwd.template operator()<T>(v); });
+    return detail::map_unary<T, T>(x, x.dtype(), [&](T v) TG_ALWAYS_INLINE { return fwd.template operator()<T>(v); });
   });
   // saved: self
-  autograd::record(
-      name, {x}, {out}, {x},
-      [name, deriv, composed](Context& ctx) -> Grads {
-        const Tensor xs = ctx.saved(0);
-        if (autograd::grad_enabled()) return {composed(ctx.grad(), xs)};
-        return {dispatch_floating(xs.dtype(), name, [&]<typename T>() {
-          return detail::map_binary<T, T, T>(ctx.grad().to(xs.dtype()), xs, xs.dtype(), name,
-                                             [&](T g, T v) { return static_cast<T>(g * deriv.template operator()<T>(v)); });
-        })};
-      },
-      {"self"});
+  autograd::record(name, {x}, {out}, {x},
+                   [name, deriv, composed](Context& ctx) -> Grads {
+                     const Tensor xs = ctx.saved(0);
+                     if (autograd::grad_enabled()) return {composed(ctx.grad(), xs)};
+                     // x first: an upstream gradient broadcast from a scalar (a sum) takes map_binary's
+                     // contiguous-with-scalar loop.
+                     return {dispatch_floating(xs.dtype(), name, [&]<typename T>() {
+                       return detail::map_binary<T, T, T>(xs, ctx.grad().to(xs.dtype()), xs.dtype(), name,
+                                                          [&](T v, T g) TG_ALWAYS_INLINE {
+                                                            return static_cast<T>(g * deriv.template operator()<T>(v));
+                                                          });
+                     })};
+                   },
+                   {"self"});
   return out;
 }
 
@@ -46,13 +50,12 @@ Tensor erf_op(const Tensor& x) {
     return detail::map_unary<T, T>(x, x.dtype(), [](T v) { return std::erf(v); });
   });
   // saved: self
-  autograd::record(
-      "erf", {x}, {out}, {x},
-      [](Context& ctx) -> Grads {
-        const Tensor xs = ctx.saved(0);
-        return {ctx.grad() * exp(-(xs * xs)) * M_2_SQRTPI};
-      },
-      {"self"});
+  autograd::record("erf", {x}, {out}, {x},
+                   [](Context& ctx) -> Grads {
+                     const Tensor xs = ctx.saved(0);
+                     return {ctx.grad() * exp(-(xs * xs)) * M_2_SQRTPI};
+                   },
+                   {"self"});
   return out;
 }
 
@@ -73,27 +76,32 @@ constexpr double kGeluKappa = 0.044715;
 Tensor leaky_relu(const Tensor& x, double negative_slope) {
   // y = x > 0 ? x : slope x ;  dy/dx = x > 0 ? 1 : slope
   return pointwise(
-      "leaky_relu", x, [negative_slope]<typename T>(T v) { return v > T(0) ? v : v * static_cast<T>(negative_slope); },
-      [negative_slope]<typename T>(T v) { return v > T(0) ? T(1) : static_cast<T>(negative_slope); },
+      "leaky_relu", x,
+      [negative_slope]<typename T>(T v)
+          TG_ALWAYS_INLINE { return detail::select(v > T(0), v, v * static_cast<T>(negative_slope)); },
+      [negative_slope]<typename T>(T v)
+          TG_ALWAYS_INLINE { return detail::select(v > T(0), T(1), static_cast<T>(negative_slope)); },
       [negative_slope](const Tensor& g, const Tensor& xs) { return where(xs > 0.0, g, g * negative_slope); });
 }
 
 Tensor gelu(const Tensor& x, std::string_view approximate) {
   TG_CHECK(approximate == "none" || approximate == "tanh", "gelu: approximate argument must be either none or tanh.");
   if (approximate == "tanh") {
-    // u = beta (x + kappa x^3), y = 0.5 x (1 + tanh(u))
+    // u = beta (x + kappa x^3), y = 0.5 x (1 + tanh(u)) = x s with s = sigmoid(2u) (1 + tanh(u) = 2 s)
     // dy/dx = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) beta (1 + 3 kappa x^2)
+    //       = s + 2 x s (1 - s) beta (1 + 3 kappa x^2)
     return pointwise(
         "gelu", x,
-        []<typename T>(T v) {
-          const T inner = static_cast<T>(kGeluBeta) * (v + static_cast<T>(kGeluKappa) * v * v * v);
-          return T(0.5) * v * (T(1) + std::tanh(inner));
+        []<typename T>(T v) TG_ALWAYS_INLINE {
+          const T u = static_cast<T>(kGeluBeta) * (v + static_cast<T>(kGeluKappa) * v * v * v);
+          return v / (T(1) + detail::vexp(T(-2) * u));
         },
-        []<typename T>(T v) {
+        []<typename T>(T v) TG_ALWAYS_INLINE {
           const T x2 = v * v;
-          const T th = std::tanh(static_cast<T>(kGeluBeta) * (v + static_cast<T>(kGeluKappa) * x2 * v));
-          return T(0.5) * (T(1) + th) +
-                 T(0.5) * v * (T(1) - th * th) * static_cast<T>(kGeluBeta) * (T(1) + T(3) * static_cast<T>(kGeluKappa) * x2);
+          const T u = static_cast<T>(kGeluBeta) * (v + static_cast<T>(kGeluKappa) * x2 * v);
+          const T s = T(1) / (T(1) + detail::vexp(T(-2) * u));
+          return s + T(2) * v * s * (T(1) - s) * static_cast<T>(kGeluBeta) *
+                         (T(1) + T(3) * static_cast<T>(kGeluKappa) * x2);
         },
         [](const Tensor& g, const Tensor& xs) {
           const Tensor x2 = xs * xs;
@@ -103,10 +111,11 @@ Tensor gelu(const Tensor& x, std::string_view approximate) {
   }
   // y = x Phi(x), Phi(x) = 0.5 (1 + erf(x / sqrt 2)) ;  dy/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
   return pointwise(
-      "gelu", x, []<typename T>(T v) { return v * T(0.5) * (T(1) + std::erf(v * static_cast<T>(kSqrt1_2))); },
-      []<typename T>(T v) {
+      "gelu", x,
+      []<typename T>(T v) TG_ALWAYS_INLINE { return v * T(0.5) * (T(1) + std::erf(v * static_cast<T>(kSqrt1_2))); },
+      []<typename T>(T v) TG_ALWAYS_INLINE {
         const T cdf = T(0.5) * (T(1) + std::erf(v * static_cast<T>(kSqrt1_2)));
-        const T pdf = static_cast<T>(kGeluAlpha) * std::exp(T(-0.5) * v * v);
+        const T pdf = static_cast<T>(kGeluAlpha) * detail::vexp(T(-0.5) * v * v);
         return cdf + v * pdf;
       },
       [](const Tensor& g, const Tensor& xs) {
@@ -119,9 +128,9 @@ Tensor gelu(const Tensor& x, std::string_view approximate) {
 Tensor silu(const Tensor& x) {
   // y = x s, s = sigmoid(x) ;  dy/dx = s (1 + x (1 - s))
   return pointwise(
-      "silu", x, []<typename T>(T v) { return v / (T(1) + std::exp(-v)); },
-      []<typename T>(T v) {
-        const T s = T(1) / (T(1) + std::exp(-v));
+      "silu", x, []<typename T>(T v) TG_ALWAYS_INLINE { return v / (T(1) + detail::vexp(-v)); },
+      []<typename T>(T v) TG_ALWAYS_INLINE {
+        const T s = T(1) / (T(1) + detail::vexp(-v));
         return s * (T(1) + v * (T(1) - s));
       },
       [](const Tensor& g, const Tensor& xs) {
@@ -134,15 +143,14 @@ Tensor softplus(const Tensor& x, double beta, double threshold) {
   // y = beta x > threshold ? x : log1p(exp(beta x)) / beta ;  dy/dx = beta x > threshold ? 1 : sigmoid(beta x)
   return pointwise(
       "softplus", x,
-      [beta, threshold]<typename T>(T v) {
-        const T b = static_cast<T>(beta);
-        return v * b > static_cast<T>(threshold) ? v : static_cast<T>(std::log1p(std::exp(v * b))) / b;
+      [beta, threshold]<typename T>(T v) TG_ALWAYS_INLINE {
+        const T b = static_cast<T>(beta), bx = v * b;
+        return detail::select(bx > static_cast<T>(threshold), v, detail::vlog1p(detail::vexp(bx)) / b);
       },
-      [beta, threshold]<typename T>(T v) {
+      [beta, threshold]<typename T>(T v) TG_ALWAYS_INLINE {
         const T bx = v * static_cast<T>(beta);
-        if (bx > static_cast<T>(threshold)) return T(1);
-        const T z = std::exp(bx);
-        return z / (z + T(1));
+        const T z = detail::vexp(bx);
+        return detail::select(bx > static_cast<T>(threshold), T(1), z / (z + T(1)));
       },
       [beta, threshold](const Tensor& g, const Tensor& xs) {
         const Tensor bx = xs * beta;
@@ -153,8 +161,12 @@ Tensor softplus(const Tensor& x, double beta, double threshold) {
 Tensor elu(const Tensor& x, double alpha) {
   // y = x > 0 ? x : alpha (exp(x) - 1) ;  dy/dx = x > 0 ? 1 : alpha exp(x)
   return pointwise(
-      "elu", x, [alpha]<typename T>(T v) { return v > T(0) ? v : static_cast<T>(alpha) * static_cast<T>(std::expm1(v)); },
-      [alpha]<typename T>(T v) { return v > T(0) ? T(1) : static_cast<T>(alpha) * std::exp(v); },
+      "elu", x,
+      [alpha]<typename T>(T v) TG_ALWAYS_INLINE {
+        return detail::select(v > T(0), v, static_cast<T>(alpha) * (detail::vexp(v) - T(1)));  // PyTorch: exp - 1
+      },
+      [alpha]<typename T>(T v)
+          TG_ALWAYS_INLINE { return detail::select(v > T(0), T(1), static_cast<T>(alpha) * detail::vexp(v)); },
       [alpha](const Tensor& g, const Tensor& xs) { return where(xs > 0.0, g, g * exp(xs) * alpha); });
 }
 
@@ -175,8 +187,8 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
     return detail::map_binary<T, T, T>(x, mask, x.dtype(), "dropout", [](T v, T k) { return v * k; });
   });
   // saved: mask.  d/dx = g mask
-  autograd::record(
-      "dropout", {x}, {out}, {mask}, [](Context& ctx) -> Grads { return {ctx.grad() * ctx.saved(0)}; }, {"mask"});
+  autograd::record("dropout", {x}, {out}, {mask}, [](Context& ctx) -> Grads { return {ctx.grad() * ctx.saved(0)}; },
+                   {"mask"});
   return out;
 }
 
@@ -219,9 +231,9 @@ Tensor gather_rows(const Tensor& w, const Tensor& idx, int64_t pad, bool zero_pa
     }
   });
   // saved: indices
-  autograd::record(
-      "embedding", {w}, {out}, {idx},
-      [V, pad](Context& ctx) -> Grads { return {scatter_rows(ctx.grad(), ctx.saved(0), V, pad)}; }, {"indices"});
+  autograd::record("embedding", {w}, {out}, {idx},
+                   [V, pad](Context& ctx) -> Grads { return {scatter_rows(ctx.grad(), ctx.saved(0), V, pad)}; },
+                   {"indices"});
   return out;
 }
 

@@ -7,6 +7,7 @@
 
 #include "../autograd.h"
 #include "../iter.h"
+#include "../vec_math.h"
 #include "activation.h"
 #include "elementwise.h"
 #include "reduce.h"
@@ -32,9 +33,12 @@ Reduction parse_reduction(std::string_view name, std::string_view op) {
 
 std::string_view reduction_name(Reduction r) {
   switch (r) {
-    case Reduction::None: return "none";
-    case Reduction::Mean: return "mean";
-    case Reduction::Sum: return "sum";
+    case Reduction::None:
+      return "none";
+    case Reduction::Mean:
+      return "mean";
+    case Reduction::Sum:
+      return "sum";
   }
   return "?";
 }
@@ -46,10 +50,14 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // PyTorch's scalar type names, as its messages print them.
 std::string_view torch_type_name(DType t) {
   switch (t) {
-    case DType::Float32: return "Float";
-    case DType::Float64: return "Double";
-    case DType::Int64: return "Long";
-    case DType::Bool: return "Bool";
+    case DType::Float32:
+      return "Float";
+    case DType::Float64:
+      return "Double";
+    case DType::Int64:
+      return "Long";
+    case DType::Bool:
+      return "Bool";
   }
   return "?";
 }
@@ -82,10 +90,9 @@ double chunked_sum(int64_t n, F&& f) {
   constexpr int64_t kChunk = 8192;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> part(static_cast<size_t>(std::max<int64_t>(chunks, 1)), 0.0);
-  auto run = [&](int64_t c) {
-    double s = 0;
-    for (int64_t i = c * kChunk, hi = std::min(n, (c + 1) * kChunk); i < hi; ++i) s += static_cast<double>(f(i));
-    part[static_cast<size_t>(c)] = s;
+  auto run = [&](int64_t c) TG_ALWAYS_INLINE {
+    const int64_t lo = c * kChunk, hi = std::min(n, (c + 1) * kChunk);
+    part[static_cast<size_t>(c)] = detail::blocked_sum(hi - lo, [&](int64_t i) TG_ALWAYS_INLINE { return f(lo + i); });
   };
   if (n >= detail::kParallelGrain && chunks > 1 && !omp_in_parallel()) {
 #pragma omp parallel for schedule(static)
@@ -102,81 +109,41 @@ double chunked_sum(int64_t n, F&& f) {
 double reduce_total(double total, double count, Reduction r) { return r == Reduction::Mean ? total / count : total; }
 
 // ======================================================================================
-// Rows of (N, C, S) tensors: the C class values of sample n at position s.
+// Rows of (N, C, S) tensors: the C class values of sample n at position s, row k = n * S + s.
 // ======================================================================================
+//
+// With S = 1 a row is contiguous and kernels reduce along it (for_each_row). With S > 1 a row is
+// strided by S, so kernels take tiles of up to kTile consecutive positions of one sample
+// (for_each_tile): the loop over classes outside, a contiguous loop over the tile's positions
+// inside, which vectorizes however few classes there are.
 
-// Calls fn(k, in_rows, out_rows) for each row k = n * S + s, where in_rows[i] / out_rows[i] point at
-// the row's C contiguous values (nullptr where the operand is absent). With S = 1 the rows are used
-// in place; otherwise blocks of rows are gathered into contiguous scratch first and the written
-// rows scattered back, so the row kernels only ever see contiguous rows. Rows are split across
-// threads when the work is large.
-template <typename T, size_t NI, size_t NO, typename F>
-void for_each_row(int64_t N, int64_t C, int64_t S, const std::array<const T*, NI>& in, const std::array<T*, NO>& out,
-                  F&& fn) {
-  const int64_t rows = N * S;
-  const bool parallel = rows * C >= detail::kParallelGrain && rows > 1 && !omp_in_parallel();
-  if (S == 1) {
-    auto row = [&](int64_t k) {
-      std::array<const T*, NI> ir;
-      std::array<T*, NO> orow;
-      for (size_t i = 0; i < NI; ++i) ir[i] = in[i] ? in[i] + k * C : nullptr;
-      for (size_t o = 0; o < NO; ++o) orow[o] = out[o] ? out[o] + k * C : nullptr;
-      fn(k, ir, orow);
-    };
-    if (parallel) {
+// fn(k) for every row k in [0, rows), split across threads when the work is large.
+template <typename F>
+void for_each_row(int64_t rows, int64_t C, F&& fn) {
+  if (rows * C >= detail::kParallelGrain && rows > 1 && !omp_in_parallel()) {
 #pragma omp parallel for schedule(static)
-      for (int64_t k = 0; k < rows; ++k) row(k);
-    } else {
-      for (int64_t k = 0; k < rows; ++k) row(k);
-    }
-    return;
-  }
-  // Blocks of W consecutive positions s of one sample; a block of one operand is W * C values.
-  const int64_t W = std::clamp<int64_t>(16384 / std::max<int64_t>(C, 1), 1, 64);
-  const int64_t blocks_per_n = (S + W - 1) / W;
-  const int64_t blocks = N * blocks_per_n;
-  auto run = [&](int64_t b_lo, int64_t b_hi) {
-    std::vector<T> scratch(static_cast<size_t>((NI + NO) * W * C));
-    for (int64_t b = b_lo; b < b_hi; ++b) {
-      const int64_t n = b / blocks_per_n, s0 = (b % blocks_per_n) * W, w = std::min(W, S - s0);
-      std::array<const T*, NI> ir;
-      std::array<T*, NO> orow;
-      for (size_t i = 0; i < NI; ++i) {
-        if (!in[i]) continue;
-        const T* src = in[i] + n * C * S + s0;
-        T* buf = scratch.data() + i * W * C;
-        for (int64_t c = 0; c < C; ++c)
-          for (int64_t j = 0; j < w; ++j) buf[j * C + c] = src[c * S + j];
-      }
-      for (int64_t j = 0; j < w; ++j) {
-        for (size_t i = 0; i < NI; ++i) ir[i] = in[i] ? scratch.data() + i * W * C + j * C : nullptr;
-        for (size_t o = 0; o < NO; ++o) orow[o] = out[o] ? scratch.data() + (NI + o) * W * C + j * C : nullptr;
-        fn(n * S + s0 + j, ir, orow);
-      }
-      for (size_t o = 0; o < NO; ++o) {
-        if (!out[o]) continue;
-        T* dst = out[o] + n * C * S + s0;
-        const T* buf = scratch.data() + (NI + o) * W * C;
-        for (int64_t c = 0; c < C; ++c)
-          for (int64_t j = 0; j < w; ++j) dst[c * S + j] = buf[j * C + c];
-      }
-    }
-  };
-  if (parallel) {
-    const int threads = omp_get_max_threads();
-#pragma omp parallel for schedule(static)
-    for (int t = 0; t < threads; ++t) run(blocks * t / threads, blocks * (t + 1) / threads);
+    for (int64_t k = 0; k < rows; ++k) fn(k);
   } else {
-    run(0, blocks);
+    for (int64_t k = 0; k < rows; ++k) fn(k);
   }
 }
 
-// Max of a contiguous row and log(sum(exp(x - max))). NaN anywhere makes the sum NaN.
-template <typename T>
-inline T row_max(const T* x, int64_t C) {
-  T m = -std::numeric_limits<T>::infinity();
-  for (int64_t c = 0; c < C; ++c) m = x[c] > m ? x[c] : m;
-  return m;
+constexpr int64_t kTile = 64;
+
+// fn(n, s0, w) for tiles of w <= kTile positions [s0, s0 + w) of every sample n.
+template <typename F>
+void for_each_tile(int64_t N, int64_t C, int64_t S, F&& fn) {
+  const int64_t per_n = (S + kTile - 1) / kTile, tiles = N * per_n;
+  auto tile = [&](int64_t i) {
+    const int64_t n = i / per_n, s0 = (i % per_n) * kTile;
+    fn(n, s0, std::min(kTile, S - s0));
+  };
+  if (N * C * S >= detail::kParallelGrain && tiles > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < tiles; ++i) tile(i);
+  } else {
+    for (int64_t i = 0; i < tiles; ++i) tile(i);
+  }
 }
 
 // ======================================================================================
@@ -209,8 +176,9 @@ ClassLayout check_class_target(const Tensor& input, const Tensor& target, const 
   if (nd <= 2) {
     TG_CHECK(target.dim() <= 1, "{}: 0D or 1D target tensor expected, multi-target not supported", op);
     const bool no_batch_dim = nd == 1 && target.dim() == 0;
-    TG_CHECK(no_batch_dim || (nd == 2 && input.size(0) == target.size(0)), "{}: size mismatch (got input: {}, target: {})",
-             op, shape_list(input.shape()), shape_list(target.shape()));
+    TG_CHECK(no_batch_dim || (nd == 2 && input.size(0) == target.size(0)),
+             "{}: size mismatch (got input: {}, target: {})", op, shape_list(input.shape()),
+             shape_list(target.shape()));
     check_weight();
   } else if (nd == 4) {
     TG_CHECK(target.dim() == 3,
@@ -283,23 +251,44 @@ Tensor composed_factor(const Tensor& g, Reduction r, int64_t N, int64_t S) {
 // ======================================================================================
 // cross_entropy, class-index targets
 // ======================================================================================
+//
+// Per row k the forward keeps two statistics, stats[k] = (m, log(sum_c exp(x[c] - m))) with m the
+// row max, so that log_softmax[c] = (x[c] - m) - log_se is formed exactly as a log_softmax kernel
+// would (the max subtraction first), also in float32 and for logits of any size.
 
-// Constants of the class-index gradient  d loss_k / d x[k, c] = A_k softmax[k, c] - B[k, c]:
+// The (rows, 2) float64 statistics as a log-sum-exp column (N, 1, S) in dtype dt, for the composed
+// backward.
+Tensor lse_column(const Tensor& stats, int64_t N, int64_t S, DType dt) {
+  return (stats.select(1, 0) + stats.select(1, 1)).reshape({N, 1, S}).to(dt);
+}
+
+// Constants of the class-index loss and gradient, with ls the label smoothing:
+//   loss_k = (1 - ls) nll_k + ls / C * smooth_k,  nll_k = -w[t] lsm[t],  smooth_k = -sum_c w[c] lsm[c]
+//   d loss_k / d x[k, c] = A_k softmax[k, c] - B[k, c],
 //   A_k = (1 - ls) w[t] + ls / C * sum(w),  B[k, c] = (1 - ls) w[t] [c == t] + ls / C * w[c]
-// (both 0 for an ignored row).
+// (loss and gradient 0 for an ignored row).
 struct ClassCoefs {
   double ls = 0, ls_c = 0;  // ls and ls / C
   double wsum = 0;
+  // loss_k from x[t] - m, log_se and sum_c w[c] (x[c] - m)
+  double loss(double wt, double xt_m, double log_se, double swx) const {
+    const double nll = -wt * (xt_m - log_se);
+    return ls == 0 ? nll : (1 - ls) * nll + ls_c * -(swx - wsum * log_se);
+  }
+  double a(double wt) const { return (1 - ls) * wt + ls_c * wsum; }
 };
 
 template <typename T>
-Tensor ce_class_backward_fused(const Tensor& x, const Tensor& t, const Tensor& w, const Tensor& lse, const Tensor& g,
+Tensor ce_class_backward_fused(const Tensor& x, const Tensor& t, const Tensor& w, const Tensor& stats, const Tensor& g,
                                const ClassLayout& L, int64_t ignore_index, Reduction r, double den,
                                const ClassCoefs& k0) {
   Tensor gx = Tensor::empty(x.shape(), {.dtype = x.dtype()});
   const std::vector<T> wv = class_weights<T>(w, L.C);
+  const T* wp = wv.data();
   const int64_t* tp = t.data_ptr<int64_t>();
-  const double* lp = lse.data_ptr<double>();
+  const double* st = stats.data_ptr<double>();
+  const T* xp = x.data_ptr<T>();
+  T* op = gx.data_ptr<T>();
   std::vector<double> g_rows;
   RowFactor f;
   if (r == Reduction::None) {
@@ -308,34 +297,61 @@ Tensor ce_class_backward_fused(const Tensor& x, const Tensor& t, const Tensor& w
   } else {
     f.scalar = g.item() / (r == Reduction::Mean ? den : 1.0);
   }
-  const int64_t C = L.C;
-  for_each_row<T, 1, 1>(L.N, C, L.S, {x.data_ptr<T>()}, {gx.data_ptr<T>()}, [&](int64_t k, auto in, auto out) {
-    const T* xr = in[0];
-    T* o = out[0];
-    const int64_t tk = tp[k];
-    if (tk == ignore_index) {
-      for (int64_t c = 0; c < C; ++c) o[c] = T(0);
-      return;
+  const int64_t C = L.C, S = L.S;
+  // d x[c] = f (A softmax[c] - B[c]),  softmax[c] = exp((x[c] - m) - log_se)
+  if (S == 1) {
+    for_each_row(L.N, C, [&](int64_t k) {
+      const T* xr = xp + k * C;
+      T* o = op + k * C;
+      const int64_t tk = tp[k];
+      if (tk == ignore_index) {
+        std::fill(o, o + C, T(0));
+        return;
+      }
+      const double fk = f(k);
+      const T a = static_cast<T>(fk * k0.a(static_cast<double>(wp[tk])));
+      const T b = static_cast<T>(fk * k0.ls_c);
+      const T m = static_cast<T>(st[2 * k]), log_se = static_cast<T>(st[2 * k + 1]);
+      if (k0.ls_c == 0) {
+        for (int64_t c = 0; c < C; ++c) o[c] = a * detail::vexp((xr[c] - m) - log_se);
+      } else {
+        for (int64_t c = 0; c < C; ++c) o[c] = a * detail::vexp((xr[c] - m) - log_se) - b * wp[c];
+      }
+      o[tk] = static_cast<T>(static_cast<double>(o[tk]) - fk * (1 - k0.ls) * static_cast<double>(wp[tk]));
+    });
+    return gx;
+  }
+  for_each_tile(L.N, C, S, [&](int64_t n, int64_t s0, int64_t w) {
+    const T* xb = xp + n * C * S + s0;
+    T* ob = op + n * C * S + s0;
+    T a[kTile], b[kTile], m[kTile], log_se[kTile];
+    for (int64_t j = 0; j < w; ++j) {
+      const int64_t k = n * S + s0 + j, tk = tp[k];
+      const double fk = tk == ignore_index ? 0.0 : f(k);  // an ignored row's gradient is 0
+      a[j] = static_cast<T>(tk == ignore_index ? 0.0 : fk * k0.a(static_cast<double>(wp[tk])));
+      b[j] = static_cast<T>(fk * k0.ls_c);
+      m[j] = static_cast<T>(st[2 * k]);
+      log_se[j] = static_cast<T>(st[2 * k + 1]);
     }
-    const double fk = f(k), wt = static_cast<double>(wv[tk]);
-    const double a = fk * ((1 - k0.ls) * wt + k0.ls_c * k0.wsum);
-    const double lse_k = lp[k];
-    // d x[c] = f (A softmax[c] - B[c])
-    if (k0.ls_c == 0) {
-      for (int64_t c = 0; c < C; ++c) o[c] = static_cast<T>(a * std::exp(static_cast<double>(xr[c]) - lse_k));
-    } else {
-      const double b = fk * k0.ls_c;
-      for (int64_t c = 0; c < C; ++c)
-        o[c] = static_cast<T>(a * std::exp(static_cast<double>(xr[c]) - lse_k) - b * static_cast<double>(wv[c]));
+    for (int64_t c = 0; c < C; ++c) {
+      const T* xc = xb + c * S;
+      T* oc = ob + c * S;
+      const T wc = wp[c];
+      for (int64_t j = 0; j < w; ++j) oc[j] = a[j] * detail::vexp((xc[j] - m[j]) - log_se[j]) - b[j] * wc;
     }
-    o[tk] = static_cast<T>(static_cast<double>(o[tk]) - fk * (1 - k0.ls) * wt);
+    for (int64_t j = 0; j < w; ++j) {
+      const int64_t k = n * S + s0 + j, tk = tp[k];
+      if (tk == ignore_index) continue;
+      T& o = ob[tk * S + j];
+      o = static_cast<T>(static_cast<double>(o) - f(k) * (1 - k0.ls) * static_cast<double>(wp[tk]));
+    }
   });
   return gx;
 }
 
-// The same gradient from differentiable ops (create_graph). lse only shifts the exponent: the
-// softmax is renormalised, so its derivative is exact.
-Tensor ce_class_backward_composed(const Tensor& x, const Tensor& t, const Tensor& w, const Tensor& lse,
+// The same gradient from differentiable ops (create_graph). The saved log-sum-exp only shifts the
+// exponent: the softmax is renormalised, so its derivative is exact.
+Tensor ce_class_backward_composed(const Tensor& x, const Tensor& t, const Tensor& w, const Tensor& stats,
                                   const Tensor& g, const ClassLayout& L, int64_t ignore_index, Reduction r, double den,
                                   const ClassCoefs& k0) {
   const int64_t N = L.N, C = L.C, S = L.S;
@@ -354,13 +370,13 @@ Tensor ce_class_backward_composed(const Tensor& x, const Tensor& t, const Tensor
       const int64_t tk = tp[k];
       if (tk == ignore_index) continue;
       const int64_t n = k / S, s = k % S;
-      a[k] = scale * ((1 - k0.ls) * wv[tk] + k0.ls_c * k0.wsum);
+      a[k] = scale * k0.a(wv[tk]);
       for (int64_t c = 0; c < C; ++c) b[(n * C + c) * S + s] = scale * k0.ls_c * wv[c];
       b[(n * C + tk) * S + s] += scale * (1 - k0.ls) * wv[tk];
     }
   }
   const Tensor xv = x.reshape({N, C, S});
-  const Tensor e = exp(xv - lse.reshape({N, 1, S}).to(dt));
+  const Tensor e = exp(xv - lse_column(stats, N, S, dt));
   const Tensor sm = e / sum(e, {1}, true);
   const Tensor grad = composed_factor(g, r, N, S) * (A.to(dt) * sm - B.to(dt));
   return grad.reshape(x.shape());
@@ -379,70 +395,101 @@ Tensor ce_class(const Tensor& input, const Tensor& target, const Tensor& weight,
     t = target.contiguous();
     w = weight.defined() ? weight.contiguous() : Tensor();
   }
-  const int64_t rows = L.N * L.S, C = L.C;
+  const int64_t rows = L.N * L.S, C = L.C, S = L.S;
   ClassCoefs k0;
   k0.ls = label_smoothing > 0 ? label_smoothing : 0.0;
   k0.ls_c = C > 0 ? k0.ls / static_cast<double>(C) : 0.0;
-  Tensor lse = Tensor::empty({rows}, {.dtype = kFloat64});
+  Tensor stats = Tensor::empty({rows, 2}, {.dtype = kFloat64});
   Tensor out;
   double den = 0;
   dispatch_floating(x.dtype(), op, [&]<typename T>() {
     const std::vector<T> wv = class_weights<T>(w, C);
+    const T* wp = wv.data();
     for (T v : wv) k0.wsum += static_cast<double>(v);
     const int64_t* tp = t.data_ptr<int64_t>();
-    den = check_targets<T>(tp, rows, w.defined() ? wv.data() : nullptr, C, ignore_index, op);
+    den = check_targets<T>(tp, rows, w.defined() ? wp : nullptr, C, ignore_index, op);
     std::vector<double> loss(static_cast<size_t>(rows));
-    double* lp = lse.data_ptr<double>();
-    for_each_row<T, 1, 0>(L.N, C, L.S, {x.data_ptr<T>()}, {}, [&](int64_t k, auto in, auto) {
-      const int64_t tk = tp[k];
-      if (tk == ignore_index) {
-        lp[k] = 0;
-        loss[k] = 0;
-        return;
-      }
-      const T* xr = in[0];
-      // lse = m + log(sum exp(x - m));  nll = -w[t] (x[t] - lse);  smooth = -sum_c w[c] (x[c] - lse)
-      const T m = row_max(xr, C);
-      double se = 0, swx = 0;
-      if (k0.ls == 0) {
-        for (int64_t c = 0; c < C; ++c) se += static_cast<double>(std::exp(xr[c] - m));
-      } else {
-        for (int64_t c = 0; c < C; ++c) {
-          se += static_cast<double>(std::exp(xr[c] - m));
-          swx += static_cast<double>(wv[c]) * (static_cast<double>(xr[c]) - static_cast<double>(m));
+    double* st = stats.data_ptr<double>();
+    const T* xp = x.data_ptr<T>();
+    // Every row gets its statistics (ignored ones too: the composed backward renormalises them).
+    if (S == 1) {
+      for_each_row(L.N, C, [&](int64_t k) {
+        const T* xr = xp + k * C;
+        const T m = detail::blocked_max(xr, C);
+        const double log_se =
+            std::log(detail::blocked_sum(C, [&](int64_t c) TG_ALWAYS_INLINE { return detail::vexp(xr[c] - m); }));
+        st[2 * k] = static_cast<double>(m);
+        st[2 * k + 1] = log_se;
+        const int64_t tk = tp[k];
+        if (tk == ignore_index) {
+          loss[k] = 0;
+          return;
         }
-      }
-      const double log_se = std::log(se);
-      lp[k] = static_cast<double>(m) + log_se;
-      const double nll = -static_cast<double>(wv[tk]) * (static_cast<double>(xr[tk]) - static_cast<double>(m) - log_se);
-      const double smooth = -(swx - k0.wsum * log_se);
-      loss[k] = k0.ls == 0 ? nll : (1 - k0.ls) * nll + k0.ls_c * smooth;
-    });
+        const double swx = k0.ls == 0 ? 0.0 : detail::blocked_sum(C, [&](int64_t c) TG_ALWAYS_INLINE {
+          return static_cast<double>(wp[c]) * static_cast<double>(xr[c] - m);
+        });
+        loss[k] = k0.loss(static_cast<double>(wp[tk]), static_cast<double>(xr[tk] - m), log_se, swx);
+      });
+    } else {
+      for_each_tile(L.N, C, S, [&](int64_t n, int64_t s0, int64_t w) {
+        const T* xb = xp + n * C * S + s0;
+        T m[kTile];
+        double se[kTile], swx[kTile];
+        for (int64_t j = 0; j < w; ++j) {
+          m[j] = -std::numeric_limits<T>::infinity();
+          se[j] = swx[j] = 0;
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          const T* xc = xb + c * S;
+          for (int64_t j = 0; j < w; ++j) m[j] = detail::select(xc[j] > m[j], xc[j], m[j]);
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          const T* xc = xb + c * S;
+          for (int64_t j = 0; j < w; ++j) se[j] += static_cast<double>(detail::vexp(xc[j] - m[j]));
+        }
+        if (k0.ls != 0) {
+          for (int64_t c = 0; c < C; ++c) {
+            const T* xc = xb + c * S;
+            const double wc = static_cast<double>(wp[c]);
+            for (int64_t j = 0; j < w; ++j) swx[j] += wc * static_cast<double>(xc[j] - m[j]);
+          }
+        }
+        for (int64_t j = 0; j < w; ++j) {
+          const int64_t k = n * S + s0 + j, tk = tp[k];
+          const double log_se = std::log(se[j]);
+          st[2 * k] = static_cast<double>(m[j]);
+          st[2 * k + 1] = log_se;
+          loss[k] = tk == ignore_index ? 0.0
+                                       : k0.loss(static_cast<double>(wp[tk]),
+                                                 static_cast<double>(xb[tk * S + j] - m[j]), log_se, swx[j]);
+        }
+      });
+    }
     if (r == Reduction::None) {
       out = Tensor::empty(L.out_shape, {.dtype = x.dtype()});
       T* o = out.data_ptr<T>();
       for (int64_t k = 0; k < rows; ++k) o[k] = static_cast<T>(loss[k]);
     } else {
-      const double total = chunked_sum(rows, [&](int64_t k) { return loss[k]; });
+      const double total = chunked_sum(rows, [&](int64_t k) TG_ALWAYS_INLINE { return loss[k]; });
       out = Tensor::scalar(reduce_total(total, den, r), x.dtype());
     }
   });
-  // saved: input (contiguous), target, weight, per-row logsumexp
+  // saved: input (contiguous), target, weight, per-row (max, log-sum-exp)
   autograd::record(
-      "cross_entropy", {x, target}, {out}, {x, t, w, lse},
+      "cross_entropy", {x, target}, {out}, {x, t, w, stats},
       [L, ignore_index, r, den, k0](Context& ctx) -> Grads {
         if (!ctx.needs_grad(0)) return {Tensor(), Tensor()};
-        const Tensor xs = ctx.saved(0), ts = ctx.saved(1), ws = ctx.saved(2), lse = ctx.saved(3);
+        const Tensor xs = ctx.saved(0), ts = ctx.saved(1), ws = ctx.saved(2), st = ctx.saved(3);
         if (autograd::grad_enabled())
-          return {ce_class_backward_composed(xs, ts, ws, lse, ctx.grad(), L, ignore_index, r, den, k0), Tensor()};
+          return {ce_class_backward_composed(xs, ts, ws, st, ctx.grad(), L, ignore_index, r, den, k0), Tensor()};
         return {dispatch_floating(xs.dtype(), "cross_entropy",
                                   [&]<typename T>() {
-                                    return ce_class_backward_fused<T>(xs, ts, ws, lse, ctx.grad(), L, ignore_index, r,
+                                    return ce_class_backward_fused<T>(xs, ts, ws, st, ctx.grad(), L, ignore_index, r,
                                                                       den, k0);
                                   }),
                 Tensor()};
       },
-      {"self", "target", "weight", "logsumexp"});
+      {"self", "target", "weight", "row_stats"});
   return out;
 }
 
@@ -451,18 +498,23 @@ Tensor ce_class(const Tensor& input, const Tensor& target, const Tensor& weight,
 // ======================================================================================
 
 // With q = p (1 - ls) + ls / C and A_k = sum_c w[c] q[k, c]:
+//   loss_k = -sum_c w[c] q[k, c] lsm[k, c] = -(sum_c w[c] q[k, c] (x[k, c] - m) - A_k log_se)
 //   d loss_k / d x[k, c] = A_k softmax[k, c] - w[c] q[k, c]
-//   d loss_k / d p[k, c] = -(1 - ls) w[c] log_softmax[k, c]
+//   d loss_k / d p[k, c] = -(1 - ls) w[c] lsm[k, c]
 template <typename T>
-std::pair<Tensor, Tensor> ce_prob_backward_fused(const Tensor& x, const Tensor& p, const Tensor& w, const Tensor& lse,
+std::pair<Tensor, Tensor> ce_prob_backward_fused(const Tensor& x, const Tensor& p, const Tensor& w, const Tensor& stats,
                                                  const Tensor& wq, const Tensor& g, const ClassLayout& L, Reduction r,
                                                  double ls, bool need_x, bool need_p) {
-  const int64_t C = L.C, rows = L.N * L.S;
+  const int64_t C = L.C, S = L.S, rows = L.N * L.S;
   Tensor gx = need_x ? Tensor::empty(x.shape(), {.dtype = x.dtype()}) : Tensor();
   Tensor gp = need_p ? Tensor::empty(p.shape(), {.dtype = p.dtype()}) : Tensor();
   const std::vector<T> wv = class_weights<T>(w, C);
-  const double* lp = lse.data_ptr<double>();
+  const T* wp = wv.data();
+  const double* st = stats.data_ptr<double>();
   const double* ap = wq.data_ptr<double>();
+  const T *xp = x.data_ptr<T>(), *pp = p.data_ptr<T>();
+  T* gxp = need_x ? gx.data_ptr<T>() : nullptr;
+  T* gpp = need_p ? gp.data_ptr<T>() : nullptr;
   std::vector<double> g_rows;
   RowFactor f;
   if (r == Reduction::None) {
@@ -471,32 +523,59 @@ std::pair<Tensor, Tensor> ce_prob_backward_fused(const Tensor& x, const Tensor& 
   } else {
     f.scalar = g.item() / (r == Reduction::Mean ? static_cast<double>(rows) : 1.0);
   }
-  const double keep = 1 - ls, uniform = C > 0 ? ls / static_cast<double>(C) : 0.0;
-  for_each_row<T, 2, 2>(L.N, C, L.S, {x.data_ptr<T>(), p.data_ptr<T>()},
-                        {need_x ? gx.data_ptr<T>() : nullptr, need_p ? gp.data_ptr<T>() : nullptr},
-                        [&](int64_t k, auto in, auto out) {
-                          const T *xr = in[0], *pr = in[1];
-                          const double fk = f(k), lse_k = lp[k], a = ap[k];
-                          for (int64_t c = 0; c < C; ++c) {
-                            const double lsm = static_cast<double>(xr[c]) - lse_k;
-                            const double wc = static_cast<double>(wv[c]);
-                            if (out[0]) {
-                              const double q = static_cast<double>(pr[c]) * keep + uniform;
-                              out[0][c] = static_cast<T>(fk * (a * std::exp(lsm) - wc * q));
-                            }
-                            if (out[1]) out[1][c] = static_cast<T>(-fk * keep * wc * lsm);
-                          }
-                        });
+  const T keep = static_cast<T>(1 - ls), uniform = static_cast<T>(C > 0 ? ls / static_cast<double>(C) : 0.0);
+  if (S == 1) {
+    for_each_row(L.N, C, [&](int64_t k) {
+      const T *xr = xp + k * C, *pr = pp + k * C;
+      const T fk = static_cast<T>(f(k)), a = static_cast<T>(ap[k]);
+      const T m = static_cast<T>(st[2 * k]), log_se = static_cast<T>(st[2 * k + 1]);
+      if (gxp) {
+        T* o = gxp + k * C;
+        for (int64_t c = 0; c < C; ++c)
+          o[c] = fk * (a * detail::vexp((xr[c] - m) - log_se) - wp[c] * (pr[c] * keep + uniform));
+      }
+      if (gpp) {
+        T* o = gpp + k * C;
+        const T scale = -fk * keep;
+        for (int64_t c = 0; c < C; ++c) o[c] = scale * wp[c] * ((xr[c] - m) - log_se);
+      }
+    });
+    return {gx, gp};
+  }
+  for_each_tile(L.N, C, S, [&](int64_t n, int64_t s0, int64_t w) {
+    const int64_t off = n * C * S + s0;
+    T fk[kTile], a[kTile], m[kTile], log_se[kTile];
+    for (int64_t j = 0; j < w; ++j) {
+      const int64_t k = n * S + s0 + j;
+      fk[j] = static_cast<T>(f(k));
+      a[j] = static_cast<T>(ap[k]);
+      m[j] = static_cast<T>(st[2 * k]);
+      log_se[j] = static_cast<T>(st[2 * k + 1]);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const T *xc = xp + off + c * S, *pc = pp + off + c * S;
+      const T wc = wp[c];
+      if (gxp) {
+        T* o = gxp + off + c * S;
+        for (int64_t j = 0; j < w; ++j)
+          o[j] = fk[j] * (a[j] * detail::vexp((xc[j] - m[j]) - log_se[j]) - wc * (pc[j] * keep + uniform));
+      }
+      if (gpp) {
+        T* o = gpp + off + c * S;
+        for (int64_t j = 0; j < w; ++j) o[j] = -fk[j] * keep * wc * ((xc[j] - m[j]) - log_se[j]);
+      }
+    }
+  });
   return {gx, gp};
 }
 
 std::pair<Tensor, Tensor> ce_prob_backward_composed(const Tensor& x, const Tensor& p, const Tensor& w,
-                                                    const Tensor& lse, const Tensor& g, const ClassLayout& L,
+                                                    const Tensor& stats, const Tensor& g, const ClassLayout& L,
                                                     Reduction r, double ls) {
   const int64_t N = L.N, C = L.C, S = L.S;
   const DType dt = x.dtype();
   const Tensor xv = x.reshape({N, C, S}), pv = p.reshape({N, C, S});
-  const Tensor shifted = xv - lse.reshape({N, 1, S}).to(dt);
+  const Tensor shifted = xv - lse_column(stats, N, S, dt);
   const Tensor e = exp(shifted);
   const Tensor se = sum(e, {1}, true);
   const Tensor sm = e / se;
@@ -513,9 +592,8 @@ std::pair<Tensor, Tensor> ce_prob_backward_composed(const Tensor& x, const Tenso
 Tensor ce_prob(const Tensor& input, const Tensor& target, const Tensor& weight, int64_t ignore_index, Reduction r,
                double label_smoothing) {
   constexpr std::string_view op = "cross_entropy";
-  TG_CHECK(is_floating(target.dtype()),
-           "{}: Expected floating point type for target with class probabilities, got {}", op,
-           torch_type_name(target.dtype()));
+  TG_CHECK(is_floating(target.dtype()), "{}: Expected floating point type for target with class probabilities, got {}",
+           op, torch_type_name(target.dtype()));
   TG_CHECK(ignore_index < 0, "{}: ignore_index is not supported for floating point target", op);
   TG_CHECK(input.dim() >= 1, "{}: Expected 1 or more dimensions (got {})", op, input.dim());
   ClassLayout L;
@@ -541,58 +619,94 @@ Tensor ce_prob(const Tensor& input, const Tensor& target, const Tensor& weight, 
     autograd::NoGradGuard ng;
     w = weight.defined() ? weight.to(dt).contiguous() : Tensor();
   }
-  const int64_t rows = L.N * L.S, C = L.C;
-  Tensor lse = Tensor::empty({rows}, {.dtype = kFloat64});
+  const int64_t rows = L.N * L.S, C = L.C, S = L.S;
+  Tensor stats = Tensor::empty({rows, 2}, {.dtype = kFloat64});
   Tensor wq = Tensor::empty({rows}, {.dtype = kFloat64});
   Tensor out;
   dispatch_floating(dt, op, [&]<typename T>() {
     const std::vector<T> wv = class_weights<T>(w, C);
+    const T* wp = wv.data();
     const double keep = 1 - ls, uniform = C > 0 ? ls / static_cast<double>(C) : 0.0;
     std::vector<double> loss(static_cast<size_t>(rows));
-    double *lp = lse.data_ptr<double>(), *ap = wq.data_ptr<double>();
-    for_each_row<T, 2, 0>(L.N, C, L.S, {x.data_ptr<T>(), p.data_ptr<T>()}, {}, [&](int64_t k, auto in, auto) {
-      const T *xr = in[0], *pr = in[1];
-      // loss = -sum_c w q (x - lse) = -(sum_c w q (x - m) - A log(sum exp(x - m))),  A = sum_c w q
-      const T m = row_max(xr, C);
-      double se = 0, swqx = 0, a = 0;
-      for (int64_t c = 0; c < C; ++c) {
-        se += static_cast<double>(std::exp(xr[c] - m));
-        const double wq_c = static_cast<double>(wv[c]) * (static_cast<double>(pr[c]) * keep + uniform);
-        swqx += wq_c * (static_cast<double>(xr[c]) - static_cast<double>(m));
-        a += wq_c;
-      }
-      const double log_se = std::log(se);
-      lp[k] = static_cast<double>(m) + log_se;
-      ap[k] = a;
-      loss[k] = -(swqx - a * log_se);
-    });
+    double *st = stats.data_ptr<double>(), *ap = wq.data_ptr<double>();
+    const T *xp = x.data_ptr<T>(), *pp = p.data_ptr<T>();
+    if (S == 1) {
+      for_each_row(L.N, C, [&](int64_t k) {
+        const T *xr = xp + k * C, *pr = pp + k * C;
+        const T m = detail::blocked_max(xr, C);
+        const double log_se =
+            std::log(detail::blocked_sum(C, [&](int64_t c) TG_ALWAYS_INLINE { return detail::vexp(xr[c] - m); }));
+        const double a = detail::blocked_sum(C, [&](int64_t c) TG_ALWAYS_INLINE {
+          return static_cast<double>(wp[c]) * (static_cast<double>(pr[c]) * keep + uniform);
+        });
+        const double swqx = detail::blocked_sum(C, [&](int64_t c) TG_ALWAYS_INLINE {
+          return static_cast<double>(wp[c]) * (static_cast<double>(pr[c]) * keep + uniform) *
+                 static_cast<double>(xr[c] - m);
+        });
+        st[2 * k] = static_cast<double>(m);
+        st[2 * k + 1] = log_se;
+        ap[k] = a;
+        loss[k] = -(swqx - a * log_se);
+      });
+    } else {
+      for_each_tile(L.N, C, S, [&](int64_t n, int64_t s0, int64_t w) {
+        const int64_t off = n * C * S + s0;
+        T m[kTile];
+        double se[kTile], a[kTile], swqx[kTile];
+        for (int64_t j = 0; j < w; ++j) {
+          m[j] = -std::numeric_limits<T>::infinity();
+          se[j] = a[j] = swqx[j] = 0;
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          const T* xc = xp + off + c * S;
+          for (int64_t j = 0; j < w; ++j) m[j] = detail::select(xc[j] > m[j], xc[j], m[j]);
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          const T *xc = xp + off + c * S, *pc = pp + off + c * S;
+          const double wc = static_cast<double>(wp[c]);
+          for (int64_t j = 0; j < w; ++j) {
+            const double wqc = wc * (static_cast<double>(pc[j]) * keep + uniform);
+            se[j] += static_cast<double>(detail::vexp(xc[j] - m[j]));
+            a[j] += wqc;
+            swqx[j] += wqc * static_cast<double>(xc[j] - m[j]);
+          }
+        }
+        for (int64_t j = 0; j < w; ++j) {
+          const int64_t k = n * S + s0 + j;
+          const double log_se = std::log(se[j]);
+          st[2 * k] = static_cast<double>(m[j]);
+          st[2 * k + 1] = log_se;
+          ap[k] = a[j];
+          loss[k] = -(swqx[j] - a[j] * log_se);
+        }
+      });
+    }
     if (r == Reduction::None) {
       out = Tensor::empty(L.out_shape, {.dtype = dt});
       T* o = out.data_ptr<T>();
       for (int64_t k = 0; k < rows; ++k) o[k] = static_cast<T>(loss[k]);
     } else {
-      const double total = chunked_sum(rows, [&](int64_t k) { return loss[k]; });
+      const double total = chunked_sum(rows, [&](int64_t k) TG_ALWAYS_INLINE { return loss[k]; });
       out = Tensor::scalar(reduce_total(total, static_cast<double>(rows), r), dt);
     }
   });
-  // saved: input, target (both contiguous, promoted), weight, per-row logsumexp, per-row sum_c w q
-  autograd::record(
-      "cross_entropy", {x, p}, {out}, {x, p, w, lse, wq},
-      [L, r, ls](Context& ctx) -> Grads {
-        const bool need_x = ctx.needs_grad(0), need_p = ctx.needs_grad(1);
-        const Tensor xs = ctx.saved(0), ps = ctx.saved(1), ws = ctx.saved(2), lse = ctx.saved(3);
-        std::pair<Tensor, Tensor> gs;
-        if (autograd::grad_enabled()) {
-          gs = ce_prob_backward_composed(xs, ps, ws, lse, ctx.grad(), L, r, ls);
-        } else {
-          const Tensor wq = ctx.saved(4);
-          gs = dispatch_floating(xs.dtype(), "cross_entropy", [&]<typename T>() {
-            return ce_prob_backward_fused<T>(xs, ps, ws, lse, wq, ctx.grad(), L, r, ls, need_x, need_p);
-          });
-        }
-        return {need_x ? gs.first : Tensor(), need_p ? gs.second : Tensor()};
-      },
-      {"self", "target", "weight", "logsumexp", "weighted_target_sum"});
+  // saved: input, target (both contiguous, promoted), weight, per-row (max, log-sum-exp), per-row sum_c w q
+  autograd::record("cross_entropy", {x, p}, {out}, {x, p, w, stats, wq},
+                   [L, r, ls](Context& ctx) -> Grads {
+                     const bool need_x = ctx.needs_grad(0), need_p = ctx.needs_grad(1);
+                     const Tensor xs = ctx.saved(0), ps = ctx.saved(1), ws = ctx.saved(2), st = ctx.saved(3);
+                     std::pair<Tensor, Tensor> gs;
+                     if (autograd::grad_enabled()) {
+                       gs = ce_prob_backward_composed(xs, ps, ws, st, ctx.grad(), L, r, ls);
+                     } else {
+                       const Tensor wq = ctx.saved(4);
+                       gs = dispatch_floating(xs.dtype(), "cross_entropy", [&]<typename T>() {
+                         return ce_prob_backward_fused<T>(xs, ps, ws, st, wq, ctx.grad(), L, r, ls, need_x, need_p);
+                       });
+                     }
+                     return {need_x ? gs.first : Tensor(), need_p ? gs.second : Tensor()};
+                   },
+                   {"self", "target", "weight", "row_stats", "weighted_target_sum"});
   return out;
 }
 
@@ -630,8 +744,7 @@ Tensor cross_entropy(const Tensor& input, const Tensor& target, const Tensor& we
   return ce_class(input, target, weight, ignore_index, reduction, label_smoothing);
 }
 
-Tensor nll_loss(const Tensor& input, const Tensor& target, const Tensor& weight, int64_t ignore_index,
-                Reduction r) {
+Tensor nll_loss(const Tensor& input, const Tensor& target, const Tensor& weight, int64_t ignore_index, Reduction r) {
   constexpr std::string_view op = "nll_loss";
   check_constant(weight, op, "weight");
   const ClassLayout L = check_class_target(input, target, weight, op);
@@ -668,32 +781,32 @@ Tensor nll_loss(const Tensor& input, const Tensor& target, const Tensor& weight,
   });
   // saved: target, weight
   const Shape in_shape = input.shape();
-  autograd::record(
-      "nll_loss", {input, target}, {out}, {t, w},
-      [L, in_shape, ignore_index, r, den](Context& ctx) -> Grads {
-        const Tensor ts = ctx.saved(0), ws = ctx.saved(1);
-        const Tensor& g = ctx.grad();
-        const DType dt = g.dtype();
-        const double mean_scale = r == Reduction::Mean ? 1.0 / den : 1.0;
-        if (autograd::grad_enabled()) {
-          // Linear in g: a constant pattern times the (broadcast) upstream gradient.
-          const Tensor pattern = dispatch_floating(dt, "nll_loss", [&]<typename T>() {
-            return nll_grad<T>(ts, ws, L, {L.N, L.C, L.S}, dt, ignore_index, nullptr, mean_scale);
-          });
-          return {(composed_factor(g, r, L.N, L.S) * pattern).reshape(in_shape), Tensor()};
-        }
-        return {dispatch_floating(dt, "nll_loss",
-                                  [&]<typename T>() {
-                                    if (r == Reduction::None) {
-                                      const std::vector<double> gr = g.contiguous().to_vector<double>();
-                                      return nll_grad<T>(ts, ws, L, in_shape, dt, ignore_index, gr.data(), 0.0);
-                                    }
-                                    return nll_grad<T>(ts, ws, L, in_shape, dt, ignore_index, nullptr,
-                                                       g.item() * mean_scale);
-                                  }),
-                Tensor()};
-      },
-      {"target", "weight"});
+  autograd::record("nll_loss", {input, target}, {out}, {t, w},
+                   [L, in_shape, ignore_index, r, den](Context& ctx) -> Grads {
+                     const Tensor ts = ctx.saved(0), ws = ctx.saved(1);
+                     const Tensor& g = ctx.grad();
+                     const DType dt = g.dtype();
+                     const double mean_scale = r == Reduction::Mean ? 1.0 / den : 1.0;
+                     if (autograd::grad_enabled()) {
+                       // Linear in g: a constant pattern times the (broadcast) upstream gradient.
+                       const Tensor pattern = dispatch_floating(dt, "nll_loss", [&]<typename T>() {
+                         return nll_grad<T>(ts, ws, L, {L.N, L.C, L.S}, dt, ignore_index, nullptr, mean_scale);
+                       });
+                       return {(composed_factor(g, r, L.N, L.S) * pattern).reshape(in_shape), Tensor()};
+                     }
+                     return {dispatch_floating(dt, "nll_loss",
+                                               [&]<typename T>() {
+                                                 if (r == Reduction::None) {
+                                                   const std::vector<double> gr = g.contiguous().to_vector<double>();
+                                                   return nll_grad<T>(ts, ws, L, in_shape, dt, ignore_index, gr.data(),
+                                                                      0.0);
+                                                 }
+                                                 return nll_grad<T>(ts, ws, L, in_shape, dt, ignore_index, nullptr,
+                                                                    g.item() * mean_scale);
+                                               }),
+                             Tensor()};
+                   },
+                   {"target", "weight"});
   return out;
 }
 
@@ -797,23 +910,23 @@ void record_regression(const char* name, const Operands& o, const Tensor& out, R
                        Composed composed) {
   const Shape shape = o.shape;
   const DType dt = o.dt;
-  autograd::record(
-      name, {o.x, o.y}, {out}, {o.x, o.y},
-      [shape, dt, r, fused_deriv, composed, name](Context& ctx) -> Grads {
-        const Tensor x = ctx.saved(0), y = ctx.saved(1);
-        Tensor gx;
-        if (autograd::grad_enabled()) {
-          gx = composed(composed_scale(ctx.grad(), r, numel_of(shape)), x, y);
-        } else {
-          gx = dispatch_floating(dt, name, [&]<typename T>() {
-            const T *xp = x.data_ptr<T>(), *yp = y.data_ptr<T>();
-            return pointwise_grad<T>(ctx.grad(), shape, dt, r,
-                                     [&](int64_t i) { return fused_deriv.template operator()<T>(xp[i], yp[i]); });
-          });
-        }
-        return {ctx.needs_grad(0) ? gx : Tensor(), ctx.needs_grad(1) ? -gx : Tensor()};
-      },
-      {"self", "target"});
+  autograd::record(name, {o.x, o.y}, {out}, {o.x, o.y},
+                   [shape, dt, r, fused_deriv, composed, name](Context& ctx) -> Grads {
+                     const Tensor x = ctx.saved(0), y = ctx.saved(1);
+                     Tensor gx;
+                     if (autograd::grad_enabled()) {
+                       gx = composed(composed_scale(ctx.grad(), r, numel_of(shape)), x, y);
+                     } else {
+                       gx = dispatch_floating(dt, name, [&]<typename T>() {
+                         const T *xp = x.data_ptr<T>(), *yp = y.data_ptr<T>();
+                         return pointwise_grad<T>(ctx.grad(), shape, dt, r, [&](int64_t i) TG_ALWAYS_INLINE {
+                           return fused_deriv.template operator()<T>(xp[i], yp[i]);
+                         });
+                       });
+                     }
+                     return {ctx.needs_grad(0) ? gx : Tensor(), ctx.needs_grad(1) ? -gx : Tensor()};
+                   },
+                   {"self", "target"});
 }
 
 }  // namespace
@@ -823,13 +936,13 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
   // loss = (x - y)^2 ;  d/dx = 2 (x - y)
   Tensor out = dispatch_floating(o.dt, "mse_loss", [&]<typename T>() {
     const T *xp = o.x.data_ptr<T>(), *yp = o.y.data_ptr<T>();
-    return pointwise_forward<T>(o.shape, o.dt, r, [&](int64_t i) {
+    return pointwise_forward<T>(o.shape, o.dt, r, [&](int64_t i) TG_ALWAYS_INLINE {
       const T d = xp[i] - yp[i];
       return d * d;
     });
   });
   record_regression(
-      "mse_loss", o, out, r, []<typename T>(T x, T y) { return T(2) * (x - y); },
+      "mse_loss", o, out, r, []<typename T>(T x, T y) TG_ALWAYS_INLINE { return T(2) * (x - y); },
       [](const Tensor& g, const Tensor& x, const Tensor& y) { return g * (x - y) * 2.0; });
   return out;
 }
@@ -839,10 +952,10 @@ Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction r) {
   // loss = |x - y| ;  d/dx = sign(x - y), 0 where equal
   Tensor out = dispatch_floating(o.dt, "l1_loss", [&]<typename T>() {
     const T *xp = o.x.data_ptr<T>(), *yp = o.y.data_ptr<T>();
-    return pointwise_forward<T>(o.shape, o.dt, r, [&](int64_t i) { return std::abs(xp[i] - yp[i]); });
+    return pointwise_forward<T>(o.shape, o.dt, r, [&](int64_t i) TG_ALWAYS_INLINE { return std::abs(xp[i] - yp[i]); });
   });
   record_regression(
-      "l1_loss", o, out, r, []<typename T>(T x, T y) { return static_cast<T>((x > y) - (x < y)); },
+      "l1_loss", o, out, r, []<typename T>(T x, T y) TG_ALWAYS_INLINE { return static_cast<T>((x > y) - (x < y)); },
       [](const Tensor& g, const Tensor& x, const Tensor& y) { return g * sign_of((x - y).detach()); });
   return out;
 }
@@ -856,16 +969,16 @@ Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reduction r, do
   Tensor out = dispatch_floating(o.dt, "smooth_l1_loss", [&]<typename T>() {
     const T *xp = o.x.data_ptr<T>(), *yp = o.y.data_ptr<T>();
     const T b = static_cast<T>(beta);
-    return pointwise_forward<T>(o.shape, o.dt, r, [&](int64_t i) {
+    return pointwise_forward<T>(o.shape, o.dt, r, [&](int64_t i) TG_ALWAYS_INLINE {
       const T d = std::abs(xp[i] - yp[i]);
-      return d < b ? T(0.5) * d * d / b : d - T(0.5) * b;
+      return detail::select(d < b, T(0.5) * d * d / b, d - T(0.5) * b);
     });
   });
   record_regression(
       "smooth_l1_loss", o, out, r,
-      [beta]<typename T>(T x, T y) {
+      [beta]<typename T>(T x, T y) TG_ALWAYS_INLINE {
         const T d = x - y, b = static_cast<T>(beta);
-        return d < -b ? T(-1) : d > b ? T(1) : d / b;
+        return detail::select(d < -b, T(-1), detail::select(d > b, T(1), d / b));
       },
       [beta](const Tensor& g, const Tensor& x, const Tensor& y) {
         const Tensor d = x - y;
@@ -874,6 +987,18 @@ Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reduction r, do
       });
   return out;
 }
+
+namespace {
+
+// Calls f.template operator()<A, B>() with A = a, B = b as compile-time flags: kernels with optional
+// operands test for them at compile time (a pointer test inside the loop stops vectorization).
+template <typename F>
+decltype(auto) with_flags(bool a, bool b, F&& f) {
+  if (a) return b ? f.template operator()<true, true>() : f.template operator()<true, false>();
+  return b ? f.template operator()<false, true>() : f.template operator()<false, false>();
+}
+
+}  // namespace
 
 Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, const Tensor& weight, Reduction r) {
   constexpr std::string_view op = "binary_cross_entropy";
@@ -899,44 +1024,53 @@ Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, const Ten
     });
     TG_CHECK(!bad.load(), "{}: all elements of input should be between 0 and 1", op);
     // loss = w ((t - 1) max(log(1 - x), -100) - t max(log(x), -100))
-    return pointwise_forward<T>(shape, dt, r, [&](int64_t i) {
-      const T v = (tp[i] - T(1)) * std::max(static_cast<T>(std::log1p(-xp[i])), T(-100)) -
-                  tp[i] * std::max(static_cast<T>(std::log(xp[i])), T(-100));
-      return wp ? v * wp[i] : v;
+    return with_flags(wp != nullptr, false, [&]<bool W, bool>() {
+      return pointwise_forward<T>(shape, dt, r, [&](int64_t i) TG_ALWAYS_INLINE {
+        const T l1 = detail::vlog1p(-xp[i]), l0 = detail::vlog(xp[i]);
+        const T v = (tp[i] - T(1)) * detail::select(l1 > T(-100), l1, T(-100)) -
+                    tp[i] * detail::select(l0 > T(-100), l0, T(-100));
+        if constexpr (W) return v * wp[i];
+        return v;
+      });
     });
   });
   // saved: input, target, weight (broadcast to the input's shape)
-  autograd::record(
-      "binary_cross_entropy", {x, t}, {out}, {x, t, w},
-      [shape, dt, r](Context& ctx) -> Grads {
-        const Tensor xs = ctx.saved(0), ts = ctx.saved(1), ws = ctx.saved(2);
-        const bool need_x = ctx.needs_grad(0), need_t = ctx.needs_grad(1);
-        Tensor gx, gt;
-        if (autograd::grad_enabled()) {
-          // d/dx = w (x - t) / max(x (1 - x), 1e-12) ;  d/dt = w (log(1 - x) - log(x))
-          Tensor gs = composed_scale(ctx.grad(), r, numel_of(shape));
-          if (ws.defined()) gs = gs * ws;
-          if (need_x) gx = gs * (xs - ts) / clamp(xs * (1.0 - xs), 1e-12, std::nullopt);
-          if (need_t) gt = gs * (log(1.0 - xs) - log(xs));
-        } else {
-          dispatch_floating(dt, "binary_cross_entropy", [&]<typename T>() {
-            const T *xp = xs.data_ptr<T>(), *tp = ts.data_ptr<T>(), *wp = ws.defined() ? ws.data_ptr<T>() : nullptr;
-            const T eps = static_cast<T>(1e-12);
-            if (need_x)
-              gx = pointwise_grad<T>(ctx.grad(), shape, dt, r, [&](int64_t i) {
-                const T v = (xp[i] - tp[i]) / std::max((T(1) - xp[i]) * xp[i], eps);
-                return wp ? v * wp[i] : v;
-              });
-            if (need_t)
-              gt = pointwise_grad<T>(ctx.grad(), shape, dt, r, [&](int64_t i) {
-                const T v = static_cast<T>(std::log1p(-xp[i]) - std::log(xp[i]));
-                return wp ? v * wp[i] : v;
-              });
-          });
-        }
-        return {gx, gt};
-      },
-      {"self", "target", "weight"});
+  autograd::record("binary_cross_entropy", {x, t}, {out}, {x, t, w},
+                   [shape, dt, r](Context& ctx) -> Grads {
+                     const Tensor xs = ctx.saved(0), ts = ctx.saved(1), ws = ctx.saved(2);
+                     const bool need_x = ctx.needs_grad(0), need_t = ctx.needs_grad(1);
+                     Tensor gx, gt;
+                     if (autograd::grad_enabled()) {
+                       // d/dx = w (x - t) / max(x (1 - x), 1e-12) ;  d/dt = w (log(1 - x) - log(x))
+                       Tensor gs = composed_scale(ctx.grad(), r, numel_of(shape));
+                       if (ws.defined()) gs = gs * ws;
+                       if (need_x) gx = gs * (xs - ts) / clamp(xs * (1.0 - xs), 1e-12, std::nullopt);
+                       if (need_t) gt = gs * (log(1.0 - xs) - log(xs));
+                       return {gx, gt};
+                     }
+                     dispatch_floating(dt, "binary_cross_entropy", [&]<typename T>() {
+                       const T *xp = xs.data_ptr<T>(), *tp = ts.data_ptr<T>(),
+                               *wp = ws.defined() ? ws.data_ptr<T>() : nullptr;
+                       const T eps = static_cast<T>(1e-12);
+                       with_flags(wp != nullptr, false, [&]<bool W, bool>() {
+                         if (need_x)
+                           gx = pointwise_grad<T>(ctx.grad(), shape, dt, r, [&](int64_t i) TG_ALWAYS_INLINE {
+                             const T d = (T(1) - xp[i]) * xp[i];
+                             const T v = (xp[i] - tp[i]) / detail::select(d > eps, d, eps);
+                             if constexpr (W) return v * wp[i];
+                             return v;
+                           });
+                         if (need_t)
+                           gt = pointwise_grad<T>(ctx.grad(), shape, dt, r, [&](int64_t i) TG_ALWAYS_INLINE {
+                             const T v = detail::vlog1p(-xp[i]) - detail::vlog(xp[i]);
+                             if constexpr (W) return v * wp[i];
+                             return v;
+                           });
+                       });
+                     });
+                     return {gx, gt};
+                   },
+                   {"self", "target", "weight"});
   return out;
 }
 
@@ -959,53 +1093,69 @@ Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& targe
     const T *wp = w.defined() ? w.data_ptr<T>() : nullptr, *pp = pw.defined() ? pw.data_ptr<T>() : nullptr;
     // m = max(-x, 0);  softplus(-x) = m + log(exp(-m) + exp(-x - m))
     // loss = w ((1 - t) x + (1 + (pw - 1) t) softplus(-x))
-    return pointwise_forward<T>(shape, dt, r, [&](int64_t i) {
-      const T xi = xp[i], ti = tp[i];
-      const T m = std::max(-xi, T(0));
-      const T sp = m + std::log(std::exp(-m) + std::exp(-xi - m));
-      const T lw = pp ? (pp[i] - T(1)) * ti + T(1) : T(1);
-      const T v = (T(1) - ti) * xi + lw * sp;
-      return wp ? v * wp[i] : v;
+    return with_flags(wp != nullptr, pp != nullptr, [&]<bool W, bool P>() {
+      return pointwise_forward<T>(shape, dt, r, [&](int64_t i) TG_ALWAYS_INLINE {
+        const T xi = xp[i], ti = tp[i];
+        const T m = detail::select(-xi > T(0), -xi, T(0));
+        const T sp = m + detail::vlog(detail::vexp(-m) + detail::vexp(-xi - m));
+        T v;
+        if constexpr (P) {
+          v = (T(1) - ti) * xi + ((pp[i] - T(1)) * ti + T(1)) * sp;
+        } else {
+          v = (T(1) - ti) * xi + sp;
+        }
+        if constexpr (W) return v * wp[i];
+        return v;
+      });
     });
   });
   // saved: input, target, weight, pos_weight (the last two broadcast to the input's shape)
-  autograd::record(
-      "binary_cross_entropy_with_logits", {x, t}, {out}, {x, t, w, pw},
-      [shape, dt, r](Context& ctx) -> Grads {
-        const Tensor xs = ctx.saved(0), ts = ctx.saved(1), ws = ctx.saved(2), ps = ctx.saved(3);
-        const bool need_x = ctx.needs_grad(0), need_t = ctx.needs_grad(1);
-        Tensor gx, gt;
-        if (autograd::grad_enabled()) {
-          // d/dx = w ((pw t + 1 - t) sigmoid(x) - pw t) ;  d/dt = w (pw softplus(-x) - softplus(x))
-          Tensor gs = composed_scale(ctx.grad(), r, numel_of(shape));
-          if (ws.defined()) gs = gs * ws;
-          const Tensor pt = ps.defined() ? ps * ts : ts;
-          if (need_x) gx = gs * ((pt + 1.0 - ts) * sigmoid(xs) - pt);
-          if (need_t) gt = gs * ((ps.defined() ? ps * softplus(-xs) : softplus(-xs)) - softplus(xs));
-        } else {
-          dispatch_floating(dt, "binary_cross_entropy_with_logits", [&]<typename T>() {
-            const T *xp = xs.data_ptr<T>(), *tp = ts.data_ptr<T>();
-            const T *wp = ws.defined() ? ws.data_ptr<T>() : nullptr, *pp = ps.defined() ? ps.data_ptr<T>() : nullptr;
-            // log(1 + exp(v)), stably
-            auto softplus1 = [](T v) { return std::max(v, T(0)) + static_cast<T>(std::log1p(std::exp(-std::abs(v)))); };
-            if (need_x)
-              gx = pointwise_grad<T>(ctx.grad(), shape, dt, r, [&](int64_t i) {
-                const T xi = xp[i], pt = pp ? pp[i] * tp[i] : tp[i];
-                const T sig = xi >= T(0) ? T(1) / (T(1) + std::exp(-xi)) : std::exp(xi) / (T(1) + std::exp(xi));
-                const T v = (pt + T(1) - tp[i]) * sig - pt;
-                return wp ? v * wp[i] : v;
-              });
-            if (need_t)
-              gt = pointwise_grad<T>(ctx.grad(), shape, dt, r, [&](int64_t i) {
-                const T xi = xp[i];
-                const T v = (pp ? pp[i] : T(1)) * softplus1(-xi) - softplus1(xi);
-                return wp ? v * wp[i] : v;
-              });
-          });
-        }
-        return {gx, gt};
-      },
-      {"self", "target", "weight", "pos_weight"});
+  autograd::record("binary_cross_entropy_with_logits", {x, t}, {out}, {x, t, w, pw},
+                   [shape, dt, r](Context& ctx) -> Grads {
+                     const Tensor xs = ctx.saved(0), ts = ctx.saved(1), ws = ctx.saved(2), ps = ctx.saved(3);
+                     const bool need_x = ctx.needs_grad(0), need_t = ctx.needs_grad(1);
+                     Tensor gx, gt;
+                     if (autograd::grad_enabled()) {
+                       // d/dx = w ((pw t + 1 - t) sigmoid(x) - pw t) ;  d/dt = w (pw softplus(-x) - softplus(x))
+                       Tensor gs = composed_scale(ctx.grad(), r, numel_of(shape));
+                       if (ws.defined()) gs = gs * ws;
+                       const Tensor pt = ps.defined() ? ps * ts : ts;
+                       if (need_x) gx = gs * ((pt + 1.0 - ts) * sigmoid(xs) - pt);
+                       if (need_t) gt = gs * ((ps.defined() ? ps * softplus(-xs) : softplus(-xs)) - softplus(xs));
+                       return {gx, gt};
+                     }
+                     dispatch_floating(dt, "binary_cross_entropy_with_logits", [&]<typename T>() {
+                       const T *xp = xs.data_ptr<T>(), *tp = ts.data_ptr<T>();
+                       const T *wp = ws.defined() ? ws.data_ptr<T>() : nullptr,
+                               *pp = ps.defined() ? ps.data_ptr<T>() : nullptr;
+                       // log(1 + exp(v)), stably
+                       auto softplus1 = [](T v) TG_ALWAYS_INLINE {
+                         return detail::select(v > T(0), v, T(0)) + detail::vlog1p(detail::vexp(-std::abs(v)));
+                       };
+                       with_flags(wp != nullptr, pp != nullptr, [&]<bool W, bool P>() {
+                         if (need_x)
+                           gx = pointwise_grad<T>(ctx.grad(), shape, dt, r, [&](int64_t i) TG_ALWAYS_INLINE {
+                             const T xi = xp[i], ti = tp[i];
+                             T pt = ti;
+                             if constexpr (P) pt = pp[i] * ti;
+                             const T sig = T(1) / (T(1) + detail::vexp(-xi));  // exp overflow gives 0, as it should
+                             const T v = (pt + T(1) - ti) * sig - pt;
+                             if constexpr (W) return v * wp[i];
+                             return v;
+                           });
+                         if (need_t)
+                           gt = pointwise_grad<T>(ctx.grad(), shape, dt, r, [&](int64_t i) TG_ALWAYS_INLINE {
+                             const T xi = xp[i];
+                             T v = softplus1(-xi) - softplus1(xi);
+                             if constexpr (P) v = pp[i] * softplus1(-xi) - softplus1(xi);
+                             if constexpr (W) return v * wp[i];
+                             return v;
+                           });
+                       });
+                     });
+                     return {gx, gt};
+                   },
+                   {"self", "target", "weight", "pos_weight"});
   return out;
 }
 
