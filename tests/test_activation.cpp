@@ -272,7 +272,7 @@ double worst_ulps(const std::vector<T>& xs, F fast, G ref, T* where) {
 
 }  // namespace
 
-TEST_CASE("vexp, vlog and vlog1p agree with the C library to within 2 ulp, edge cases included") {
+TEST_CASE("vexp, vlog, vlog1p and verf agree with the C library to within 2 ulp, edge cases included") {
   // float: a regular sample of all bit patterns (every sign, exponent and many mantissas)
   std::vector<float> fs;
   for (uint64_t b = 0; b < (uint64_t{1} << 32); b += 4099) fs.push_back(std::bit_cast<float>(static_cast<uint32_t>(b)));
@@ -297,18 +297,17 @@ TEST_CASE("vexp, vlog and vlog1p agree with the C library to within 2 ulp, edge 
     INFO(name << ": " << worst << " ulp at " << at);
     CHECK(worst <= 2);
   };
-  check(
-      "vexp float", fs, [](float v) { return detail::vexp(v); }, [](float v) { return std::exp(v); });
-  check(
-      "vlog float", fs, [](float v) { return detail::vlog(v); }, [](float v) { return std::log(v); });
-  check(
-      "vlog1p float", fs, [](float v) { return detail::vlog1p(v); }, [](float v) { return std::log1p(v); });
-  check(
-      "vexp double", ds, [](double v) { return detail::vexp(v); }, [](double v) { return std::exp(v); });
-  check(
-      "vlog double", ds, [](double v) { return detail::vlog(v); }, [](double v) { return std::log(v); });
-  check(
-      "vlog1p double", ds, [](double v) { return detail::vlog1p(v); }, [](double v) { return std::log1p(v); });
+  // clang-format off
+  check("vexp float", fs, [](float v) { return detail::vexp(v); }, [](float v) { return std::exp(v); });
+  check("vlog float", fs, [](float v) { return detail::vlog(v); }, [](float v) { return std::log(v); });
+  check("vlog1p float", fs, [](float v) { return detail::vlog1p(v); }, [](float v) { return std::log1p(v); });
+  check("vexp double", ds, [](double v) { return detail::vexp(v); }, [](double v) { return std::exp(v); });
+  check("vlog double", ds, [](double v) { return detail::vlog(v); }, [](double v) { return std::log(v); });
+  check("vlog1p double", ds, [](double v) { return detail::vlog1p(v); }, [](double v) { return std::log1p(v); });
+  // erf against the double-precision erf rounded to float
+  check("verf float", fs, [](float v) { return detail::verf(v); },
+        [](float v) { return static_cast<float>(std::erf(static_cast<double>(v))); });
+  // clang-format on
 }
 
 TEST_CASE("blocked_sum and blocked_max match plain loops on every short length") {

@@ -112,9 +112,9 @@ Tensor gelu(const Tensor& x, std::string_view approximate) {
   // y = x Phi(x), Phi(x) = 0.5 (1 + erf(x / sqrt 2)) ;  dy/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
   return pointwise(
       "gelu", x,
-      []<typename T>(T v) TG_ALWAYS_INLINE { return v * T(0.5) * (T(1) + std::erf(v * static_cast<T>(kSqrt1_2))); },
+      []<typename T>(T v) TG_ALWAYS_INLINE { return v * T(0.5) * (T(1) + detail::verf(v * static_cast<T>(kSqrt1_2))); },
       []<typename T>(T v) TG_ALWAYS_INLINE {
-        const T cdf = T(0.5) * (T(1) + std::erf(v * static_cast<T>(kSqrt1_2)));
+        const T cdf = T(0.5) * (T(1) + detail::verf(v * static_cast<T>(kSqrt1_2)));
         const T pdf = static_cast<T>(kGeluAlpha) * detail::vexp(T(-0.5) * v * v);
         return cdf + v * pdf;
       },

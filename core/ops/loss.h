@@ -44,8 +44,8 @@ std::string_view reduction_name(Reduction r);
 //   These targets are differentiable.
 // Output: a scalar for Mean/Sum; for None the target's shape (class-index) or the input's shape
 // without the class dim (probabilities).
-// saved: input, target, weight, per-row logsumexp (float64) [, per-row sum_c w[c] q[c] for
-// probability targets].
+// saved: input, target, weight, per-row (max, log-sum-exp) in float64 [, per-row sum_c w[c] q[c]
+// for probability targets].
 Tensor cross_entropy(const Tensor& input, const Tensor& target, const Tensor& weight = {}, int64_t ignore_index = -100,
                      Reduction reduction = Reduction::Mean, double label_smoothing = 0.0);
 
