@@ -1,9 +1,11 @@
 // Every op of the core, one header per family.
 #pragma once
 
+#include "ops/activation.h"
 #include "ops/conv.h"
 #include "ops/elementwise.h"
 #include "ops/linalg.h"
+#include "ops/loss.h"
 #include "ops/norm.h"
 #include "ops/pool.h"
 #include "ops/reduce.h"

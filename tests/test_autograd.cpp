@@ -256,3 +256,13 @@ TEST_CASE("a gradient only the engine holds becomes the leaf's .grad without a c
   REQUIRE(a.grad().data() != b.grad().data());
   testing::require_close(a.grad(), Tensor::of({1.0, 1.0}));
 }
+
+TEST_CASE("a 0-dim tensor views and reshapes to any shape of ones, and back") {
+  Tensor a = Tensor::scalar(3.0, kFloat64).requires_grad_();
+  Tensor v = a.view({1, 1, 1});
+  REQUIRE(v.shape() == Shape{1, 1, 1});
+  REQUIRE(a.reshape({1}).shape() == Shape{1});
+  REQUIRE(a.flatten().shape() == Shape{1});
+  (v.reshape({}) * 2.0).backward();
+  REQUIRE(a.grad().item() == 2.0);
+}
