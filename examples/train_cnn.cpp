@@ -1,0 +1,287 @@
+// train_cnn: the documents' CNN (Conv2d 3->64 3x3 pad 1, a normalization, ReLU, MaxPool2d 2,
+// Linear 64*16*16 -> 10) trained on a folder of images: DIR/train/<class>/... and DIR/test/<class>/...
+// Without --data it trains on Fashion-MNIST from Debian's dataset-fashion-mnist, exported once as such
+// a folder, so the same code path serves your own images.
+//
+//   train_cnn [--data DIR] [--model bn|in|gn|sync] [--epochs 1] ...     train and evaluate
+//   train_cnn predict --checkpoint FILE IMAGE...                         classify images
+//   mpirun -np 2 train_cnn ...                                           data-parallel (rank 0 reports)
+#include <tapegrad/core/autograd.h>
+#include <tapegrad/core/ops.h>
+#include <tapegrad/core/random.h>
+#include <tapegrad/data/dataloader.h>
+#include <tapegrad/data/dataset.h>
+#include <tapegrad/data/idx.h>
+#include <tapegrad/data/transforms.h>
+#include <tapegrad/dist/ddp.h>
+#include <tapegrad/dist/sync_batch_norm.h>
+#include <tapegrad/layers/activation.h>
+#include <tapegrad/layers/conv.h>
+#include <tapegrad/layers/linear.h>
+#include <tapegrad/layers/loss.h>
+#include <tapegrad/layers/normalization.h>
+#include <tapegrad/optim/sgd.h>
+
+#include <CLI/CLI.hpp>
+#include <common/report.h>
+#include <fmt/core.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+
+using namespace tapegrad;
+namespace fs = std::filesystem;
+
+// The documents' CNNWithBatchNorm / CNNWithInstanceNorm, with the normalization chosen by name.
+struct CNN : nn::Module {
+  nn::ModuleRef<nn::Conv2d> conv1;
+  nn::ModuleRef<nn::Module> bn1;
+  nn::ModuleRef<nn::ReLU> relu;
+  nn::ModuleRef<nn::MaxPool2d> pool;
+  nn::ModuleRef<nn::Linear> fc;
+
+  explicit CNN(const std::string& norm, int64_t num_classes = 10) : Module("CNN") {
+    conv1 = register_module("conv1", std::make_shared<nn::Conv2d>(3, 64, nn::Conv2dOptions{.kernel_size = 3, .padding = 1}));
+    nn::ModulePtr n;
+    if (norm == "bn") n = std::make_shared<nn::BatchNorm2d>(64);
+    else if (norm == "in") n = std::make_shared<nn::InstanceNorm2d>(64);
+    else if (norm == "gn") n = std::make_shared<nn::GroupNorm>(32, 64);
+    else if (norm == "sync") n = std::make_shared<dist::SyncBatchNorm>(64);
+    else fail("train_cnn: --model must be bn, in, gn or sync, got '{}'", norm);
+    bn1 = register_module("bn1", n);
+    relu = register_module("relu", std::make_shared<nn::ReLU>());
+    pool = register_module("pool", std::make_shared<nn::MaxPool2d>(2));
+    fc = register_module("fc", std::make_shared<nn::Linear>(64 * 16 * 16, num_classes));
+  }
+  Tensor forward(const Tensor& x) override {
+    Tensor h = pool(relu(bn1(conv1(x))));
+    return fc(h.view({-1, 64 * 16 * 16}));
+  }
+};
+
+namespace {
+
+// Images become 3x32x32 as the model expects: 3 channels (gray replicated), bilinear resize,
+// normalized with mean 0.5 and std 0.5.
+data::Transform cnn_transform() {
+  return data::Compose({data::ToTensor(), data::Resize(32, 32), data::Normalize({0.5, 0.5, 0.5}, {0.5, 0.5, 0.5})});
+}
+
+std::string default_data_dir() {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  const fs::path base = xdg ? fs::path(xdg) : home ? fs::path(home) / ".cache" : fs::temp_directory_path();
+  return (base / "tapegrad" / "fashion-mnist").string();
+}
+
+// Fashion-MNIST from Debian's package, exported once as an image folder.
+std::string prepare_fashion_mnist(bool verbose) {
+  const std::string src = "/usr/share/datasets/fashion-mnist/", root = default_data_dir();
+  TG_CHECK(fs::exists(src + "train-images-idx3-ubyte.gz"),
+           "train_cnn: no --data given and Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist, or "
+           "scripts/setup.sh --with-data)");
+  fs::create_directories(root);
+  for (auto [split, prefix] : {std::pair{"train", "train"}, std::pair{"test", "t10k"}}) {
+    const std::string dir = root + "/" + split;
+    if (verbose && !fs::exists(dir)) fmt::print("exporting Fashion-MNIST {} images to {} (once)\n", split, dir);
+    data::export_idx_image_folder(src + prefix + "-images-idx3-ubyte.gz", src + prefix + "-labels-idx1-ubyte.gz", dir,
+                                  data::fashion_mnist_classes());
+  }
+  return root;
+}
+
+struct Evaluation {
+  double loss = 0, accuracy = 0;
+  std::vector<std::vector<int64_t>> confusion;
+};
+
+Evaluation evaluate(nn::Module& model, data::DataLoader& loader, int64_t classes) {
+  autograd::NoGradGuard ng;
+  model.eval();
+  Evaluation e;
+  e.confusion.assign(static_cast<size_t>(classes), std::vector<int64_t>(static_cast<size_t>(classes), 0));
+  int64_t n = 0, correct = 0;
+  for (auto& batch : loader.epoch(0)) {
+    Tensor logits = model(batch.data);
+    e.loss += cross_entropy(logits, batch.labels, {}, -100, Reduction::Sum).item();
+    auto pred = argmax(logits, 1).to_vector<int64_t>();
+    auto truth = batch.labels.to_vector<int64_t>();
+    for (size_t i = 0; i < pred.size(); ++i) {
+      e.confusion[static_cast<size_t>(truth[i])][static_cast<size_t>(pred[i])] += 1;
+      correct += pred[i] == truth[i];
+    }
+    n += static_cast<int64_t>(pred.size());
+  }
+  model.train();
+  e.loss /= std::max<int64_t>(n, 1);
+  e.accuracy = static_cast<double>(correct) / std::max<int64_t>(n, 1);
+  return e;
+}
+
+// A fixed, seeded subset of the dataset (for --limit), sharded over the ranks like the full set.
+class SubsetSampler : public data::Sampler {
+ public:
+  SubsetSampler(std::vector<int64_t> subset, int64_t replicas, int64_t rank, uint64_t seed)
+      : subset_(std::move(subset)), inner_(static_cast<int64_t>(subset_.size()), replicas, rank, true, seed) {}
+  std::vector<int64_t> indices(int64_t epoch) const override {
+    std::vector<int64_t> out = inner_.indices(epoch);
+    for (int64_t& i : out) i = subset_[static_cast<size_t>(i)];
+    return out;
+  }
+  int64_t size() const override { return inner_.size(); }
+
+ private:
+  std::vector<int64_t> subset_;
+  data::DistributedSampler inner_;
+};
+
+int predict(const std::string& checkpoint, const std::vector<std::string>& images) {
+  SafetensorsFile file = load_safetensors(checkpoint);
+  const std::string norm = file.metadata.count("model") ? file.metadata.at("model") : "bn";
+  std::vector<std::string> classes;
+  for (size_t i = 0; file.metadata.count(fmt::format("class{}", i)); ++i) classes.push_back(file.metadata.at(fmt::format("class{}", i)));
+  TG_CHECK(!classes.empty(), "train_cnn predict: '{}' is not a train_cnn checkpoint (no class names)", checkpoint);
+  CNN model(norm == "sync" ? "bn" : norm, static_cast<int64_t>(classes.size()));
+  NamedTensors state;
+  for (auto& [k, v] : file.tensors)
+    if (k.rfind("model.", 0) == 0) state.emplace_back(k.substr(6), v);
+  model.load_state_dict(state);
+  model.eval();
+  autograd::NoGradGuard ng;
+  Generator gen(0);
+  for (const std::string& path : images) {
+    Tensor x = data::apply_transform(cnn_transform(), data::convert_channels(data::load_image(path), 3), gen);
+    Tensor p = softmax(model(x.unsqueeze(0)), 1).squeeze(0);
+    const auto k = argmax(p).item<int64_t>();
+    fmt::print("{}: {} ({:.1f}%)\n", path, classes[static_cast<size_t>(k)], 100 * p.to_vector<double>()[static_cast<size_t>(k)]);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  CLI::App app{"Train the documents' CNN on an image folder (default: Fashion-MNIST)"};
+  std::string data_dir, model_kind = "bn", save_path, resume_path, metrics_path;
+  int64_t epochs = 1, batch_size = 64, limit = 0, workers = 2;
+  int threads = 0;
+  double lr = 0.01, momentum = 0.9, weight_decay = 0;
+  uint64_t seed = 0;
+  bool strict = false;
+  app.add_option("--data", data_dir, "folder with train/<class>/... and test/<class>/...");
+  app.add_option("--model", model_kind, "normalization: bn, in, gn or sync")->check(CLI::IsMember({"bn", "in", "gn", "sync"}));
+  app.add_option("--epochs", epochs)->check(CLI::PositiveNumber);
+  app.add_option("--batch-size", batch_size)->check(CLI::PositiveNumber);
+  app.add_option("--lr", lr);
+  app.add_option("--momentum", momentum);
+  app.add_option("--weight-decay", weight_decay);
+  app.add_option("--seed", seed);
+  app.add_option("--threads", threads, "OpenMP threads (default: all cores)");
+  app.add_option("--workers", workers, "data loading threads");
+  app.add_option("--limit", limit, "train on N images only (a seeded random subset), for quick runs");
+  app.add_option("--save", save_path, "checkpoint file written after each epoch");
+  app.add_option("--resume", resume_path, "checkpoint to continue from");
+  app.add_option("--metrics", metrics_path, "append one JSON line per epoch (curves go next to it as .svg)");
+  app.add_flag("--strict", strict, "an unreadable image is an error instead of a skipped file");
+  auto* pred = app.add_subcommand("predict", "classify images with a saved checkpoint");
+  std::string checkpoint;
+  std::vector<std::string> images;
+  pred->add_option("--checkpoint", checkpoint)->required();
+  pred->add_option("images", images)->required();
+  CLI11_PARSE(app, argc, argv);
+  if (*pred) return predict(checkpoint, images);
+
+  if (threads > 0) omp_set_num_threads(threads);
+  auto group = dist::world();
+  const bool rank0 = group->rank() == 0;
+  if (data_dir.empty()) data_dir = prepare_fashion_mnist(rank0);
+
+  data::ImageFolderOptions fo{.channels = 3, .strict = strict};
+  auto train_set = std::make_shared<data::ImageFolder>(data_dir + "/train", cnn_transform(), fo);
+  auto test_set = std::make_shared<data::ImageFolder>(data_dir + "/test", cnn_transform(), fo);
+  TG_CHECK(train_set->classes() == test_set->classes(),
+           "train_cnn: the test classes ({}) differ from the training classes ({})", fmt::join(test_set->classes(), ", "),
+           fmt::join(train_set->classes(), ", "));
+  const auto num_classes = static_cast<int64_t>(train_set->classes().size());
+  const int64_t n_train = limit > 0 ? std::min(limit, train_set->size()) : train_set->size();
+
+  manual_seed(seed);
+  auto model = std::make_shared<CNN>(model_kind, num_classes);
+  dist::DistributedDataParallel ddp(model, group);
+  optim::SGD opt(model->parameters(), {.lr = lr, .momentum = momentum, .weight_decay = weight_decay});
+  nn::CrossEntropyLoss criterion;
+
+  int64_t start_epoch = 0;
+  if (!resume_path.empty()) {
+    SafetensorsFile ck = load_safetensors(resume_path);
+    TG_CHECK(ck.metadata.count("model") && ck.metadata.at("model") == model_kind,
+             "train_cnn: '{}' holds a --model {} checkpoint, not {}", resume_path,
+             ck.metadata.count("model") ? ck.metadata.at("model") : "unknown", model_kind);
+    NamedTensors state, ostate;
+    for (auto& [k, v] : ck.tensors) {
+      if (k.rfind("model.", 0) == 0) state.emplace_back(k.substr(6), v);
+      if (k.rfind("optimizer.", 0) == 0) ostate.emplace_back(k.substr(10), v);
+    }
+    model->load_state_dict(state);
+    opt.load_state_dict(SafetensorsFile{ostate, {{"param_groups", ck.metadata.at("param_groups")}}});
+    start_epoch = std::stoll(ck.metadata.at("epoch"));
+    if (rank0) fmt::print("resumed from {} after epoch {}\n", resume_path, start_epoch);
+  }
+
+  // --limit takes a seeded random subset: an image folder lists its files class by class.
+  Generator subset_gen(seed + 1);
+  std::vector<int64_t> subset = data::randperm(train_set->size(), subset_gen);
+  subset.resize(static_cast<size_t>(n_train));
+  auto sampler = std::make_shared<SubsetSampler>(subset, group->size(), group->rank(), seed);
+  data::DataLoader train_loader(train_set, {.batch_size = batch_size, .seed = seed, .num_workers = workers}, sampler);
+  data::DataLoader test_loader(test_set, {.batch_size = 256, .num_workers = workers});
+  if (rank0)
+    fmt::print("{}\ntraining on {} images ({} classes) from {}, testing on {}, {} rank(s), {} threads\n", model->repr(),
+               n_train, num_classes, data_dir, test_set->size(), group->size(), omp_get_max_threads());
+
+  std::vector<examples::EpochMetrics> history;
+  for (int64_t epoch = start_epoch; epoch < start_epoch + epochs; ++epoch) {
+    examples::Progress progress(fmt::format("epoch {}", epoch + 1), train_loader.size(), rank0);
+    for (auto& batch : train_loader.epoch(epoch)) {
+      opt.zero_grad();
+      Tensor loss = criterion(ddp(batch.data), batch.labels);
+      const double l = loss.item();
+      TG_CHECK(std::isfinite(l), "train_cnn: the loss became {} at epoch {} (lr {} may be too high)", l, epoch + 1, lr);
+      loss.backward();
+      ddp.sync_gradients();
+      opt.step();
+      progress.step(l, batch.labels.numel());
+    }
+    const double seconds = progress.finish();
+    if (!rank0) continue;
+    Evaluation ev = evaluate(*model, test_loader, num_classes);
+    examples::EpochMetrics m{epoch + 1, progress.running_loss(), ev.loss, ev.accuracy, seconds,
+                             static_cast<double>(n_train) / seconds};
+    history.push_back(m);
+    fmt::print("epoch {}  train_loss {:.4f}  test_loss {:.4f}  test_acc {:.2f}%  {:.1f}s ({:.0f} images/s)\n", m.epoch,
+               m.train_loss, m.test_loss, 100 * m.test_acc, m.seconds, m.items_per_second);
+    fmt::print("{}", examples::format_confusion(ev.confusion, train_set->classes()));
+    if (!metrics_path.empty()) {
+      examples::append_metrics(metrics_path, m);
+      const std::string svg = fs::path(metrics_path).replace_extension(".svg").string();
+      examples::write_curves_svg(svg, history, "train_cnn --model " + model_kind);
+    }
+    if (!save_path.empty()) {
+      NamedTensors all;
+      for (auto& [k, v] : model->state_dict()) all.emplace_back("model." + k, v);
+      SafetensorsFile os = opt.state_dict();
+      for (auto& [k, v] : os.tensors) all.emplace_back("optimizer." + k, v);
+      std::map<std::string, std::string> meta = os.metadata;
+      meta["model"] = model_kind;
+      meta["epoch"] = std::to_string(epoch + 1);
+      for (size_t i = 0; i < train_set->classes().size(); ++i) meta[fmt::format("class{}", i)] = train_set->classes()[i];
+      save_safetensors(save_path, all, meta);
+    }
+  }
+  return 0;
+} catch (const std::exception& e) {
+  fmt::print(stderr, "error: {}\n", e.what());
+  return 1;
+}
