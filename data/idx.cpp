@@ -189,15 +189,20 @@ IdxArray parse_idx(const std::string& raw, const std::string& what) {
   IdxArray a;
   a.type = static_cast<IdxType>(b[2]);
   const size_t es = idx_type_size(a.type);
-  uint64_t count = 1;
+  // count: the elements; extent: the product with zero dims counted as 1, what a tensor's strides
+  // multiply up to. A zero dim makes the array empty, but (4294967295, 4294967295, 0) still has no
+  // strides that fit in int64.
+  uint64_t count = 1, extent = 1;
   bool overflow = false;
   for (int d = 0; d < ndim; ++d) {
     const uint32_t v = be32(b + 4 + 4 * d);
     a.shape.push_back(v);
-    overflow = overflow || __builtin_mul_overflow(count, uint64_t{v}, &count);
+    overflow = overflow || __builtin_mul_overflow(count, uint64_t{v}, &count) ||
+               __builtin_mul_overflow(extent, uint64_t{std::max<uint32_t>(v, 1)}, &extent);
   }
   uint64_t need = 0;
-  overflow = overflow || __builtin_mul_overflow(count, uint64_t{es}, &need) || need > (uint64_t{1} << 62);
+  overflow = overflow || extent > (uint64_t{1} << 62) || __builtin_mul_overflow(count, uint64_t{es}, &need) ||
+             need > (uint64_t{1} << 62);
   TG_CHECK(!overflow, "read_idx: '{}' has an impossible shape {}", what, shape_str(a.shape));
   const size_t have = size - header;
   TG_CHECK(have >= need, "read_idx: '{}' is truncated: shape {} of {} needs {} bytes of data, but only {} follow the header",

@@ -175,7 +175,9 @@ std::pair<int64_t, int64_t> Resize::output_size(int64_t h, int64_t w) const {
 
 Image Resize::operator()(const Image& img) const {
   check_image(img, "Resize");
-  const auto [oh, ow] = output_size(img.height, img.width);
+  // Named copies, not a structured binding: clang before 16 cannot capture those in the lambdas below.
+  const auto size = output_size(img.height, img.width);
+  const int64_t oh = size.first, ow = size.second;
   Image out(oh, ow, img.channels);
   const auto ty = taps<float>(img.height, oh), tx = taps<float>(img.width, ow);
   const int64_t c = img.channels;
@@ -196,7 +198,8 @@ Image Resize::operator()(const Image& img) const {
 Tensor Resize::operator()(const Tensor& image) const {
   Planes p = as_planes(image, "Resize");
   TG_CHECK(p.h > 0 && p.w > 0, "Resize: expected a non-empty image, got {}", shape_str(image.shape()));
-  const auto [oh, ow] = output_size(p.h, p.w);
+  const auto size = output_size(p.h, p.w);  // named copies: clang before 16 cannot capture bindings
+  const int64_t oh = size.first, ow = size.second;
   Tensor out = Tensor::empty(with_hw(image, oh, ow), {.dtype = image.dtype()});
   const Kernel kernel = kernel_for(image.dim() >= 3 ? image.size(-3) : 1, p.h, p.w);
   dispatch_floating(image.dtype(), "Resize", [&]<typename T>() {

@@ -245,8 +245,12 @@ LoadStateDictResult Module::load_state_dict(const NamedTensors& state_in, bool s
   LoadStateDictResult result;
   std::vector<std::string> mismatches;
   std::set<std::string> used;
+  // (Lookups by a named key: clang before 16 cannot capture a structured binding in a lambda.)
+  auto find = [&](const std::string& key) {
+    return std::find_if(state.begin(), state.end(), [&](const auto& p) { return p.first == key; });
+  };
   for (auto& [key, target] : own) {
-    auto it = std::find_if(state.begin(), state.end(), [&](const auto& p) { return p.first == key; });
+    auto it = find(key);
     if (it == state.end()) {
       result.missing_keys.push_back(key);
       continue;
@@ -276,7 +280,7 @@ LoadStateDictResult Module::load_state_dict(const NamedTensors& state_in, bool s
   // Everything checked: copy (nothing is modified when any check fails).
   autograd::NoGradGuard no_grad;
   for (auto& [key, target] : own) {
-    auto it = std::find_if(state.begin(), state.end(), [&](const auto& p) { return p.first == key; });
+    auto it = find(key);
     if (it != state.end()) target.copy_(it->second);
   }
   return result;

@@ -680,6 +680,9 @@ TEST_CASE("truncated and corrupt IDX files give clear errors") {
   REQUIRE_ERROR(parse_idx(std::string("\0\0\x08\0", 4), "a"), "read_idx: 'a' has no dimensions");
   REQUIRE_ERROR(parse_idx(std::string("\0\0\x0e\x03\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 16), "a"),
                 "read_idx: 'a' has an impossible shape (4294967295, 4294967295, 4294967295)");
+  // Empty, but with strides past int64 (found by fuzz_idx).
+  REQUIRE_ERROR(parse_idx(std::string("\0\0\x08\x03\xff\xff\xff\xff\xff\xff\xff\xff\0\0\0\0", 16), "a"),
+                "read_idx: 'a' has an impossible shape (4294967295, 4294967295, 0)");
   const std::string gz = gzip_compress(raw);
   REQUIRE_ERROR(parse_idx(gz.substr(0, gz.size() - 10), "a.gz"), "read_idx: 'a.gz': truncated gzip data");
   std::string corrupt = gz;

@@ -44,7 +44,9 @@ unsigned char* zlib_compress(unsigned char* data, int data_len, int* out_len, in
 // No pop: warnings found after inlining (-Wmaybe-uninitialized) point into stb but are emitted where
 // its functions are inlined, in the wrappers below.
 #pragma GCC diagnostic ignored "-Wall"
+#ifndef __clang__  // a gcc-only warning; clang would warn about the unknown name
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wextra"
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wsign-compare"
