@@ -101,3 +101,18 @@ TEST_CASE("the documents' CNN: shapes, parameter names and one training step") {
   }
   REQUIRE(net->state_dict().size() == 9);
 }
+
+TEST_CASE("a PyTorch-trained model's weights load and reproduce its outputs") {
+  // tests/fixtures/gen_checkpoint.py trains a small CNN in PyTorch and exports it with
+  // tools/torch_safetensors.py (state_dict keys unchanged).
+  auto net = std::make_shared<nn::Sequential>(
+      std::make_shared<nn::Conv2d>(3, 8, nn::Conv2dOptions{.kernel_size = 3, .padding = 1}),
+      std::make_shared<nn::BatchNorm2d>(8), std::make_shared<nn::ReLU>(), std::make_shared<nn::MaxPool2d>(2),
+      std::make_shared<nn::Flatten>(), std::make_shared<nn::Linear>(8 * 4 * 4, 5));
+  net->load(std::string(TAPEGRAD_FIXTURES_DIR) + "/trained_cnn.safetensors");
+  auto bn = std::dynamic_pointer_cast<nn::BatchNorm2d>((*net)[1]);
+  REQUIRE(bn->num_batches_tracked.item() == 10);
+  net->eval();
+  testing::Fixture fx("trained_cnn_outputs.safetensors");
+  testing::require_close((*net)(fx["x"]), fx["y_eval"], 1e-5, 1e-6);
+}
