@@ -5,7 +5,15 @@
 # rounds of each program's median, so that both see the same share of whatever else the machine runs.
 # CPU ms is the process CPU time (all threads; spin-waiting threads count too): on a busy machine it
 # shows the work done better than wall time does.
+# Both programs run with glibc told to keep freed memory in the heap (MALLOC_MMAP_THRESHOLD_ /
+# MALLOC_TRIM_THRESHOLD_): otherwise each 16 MB result may come from fresh mmap'd pages, and on a VM
+# their page faults (~4000 per tensor) can cost more than the kernel being measured; whether that
+# happens depends on the process's allocation history (PyTorch under Python hits it every call).
+# Set BENCH_DEFAULT_MALLOC=1 to measure with glibc's defaults instead.
 set -euo pipefail
+if [[ "${BENCH_DEFAULT_MALLOC:-0}" != 1 ]]; then
+  export MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296
+fi
 here="$(cd "$(dirname "$0")" && pwd)"
 build="${1:-$here/../build}"
 threads="${2:-2}"
@@ -19,7 +27,8 @@ for ((r = 0; r < rounds; ++r)); do
   /usr/bin/python3 "$here/bench_conv.py" "$threads" "$iters" | sed 's/^/torch\t/' >>"$out"
 done
 echo "conv2d: N=64, 3->64, 32x32, 3x3, pad 1 (backward_weight: dW, db; backward_input_weight: dX too)"
-echo "max_pool2d(2) on (64, 64, 32, 32); $threads threads; median of $iters after warm-up, median over $rounds rounds"
+echo "max_pool2d(2) on (64, 64, 32, 32); $threads threads; median of $iters after warm-up, median over $rounds rounds;" \
+  "glibc malloc: $([[ "${BENCH_DEFAULT_MALLOC:-0}" == 1 ]] && echo defaults || echo 'freed memory kept')"
 /usr/bin/python3 - "$out" <<'PY'
 import statistics, sys
 rows = {}
