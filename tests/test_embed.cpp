@@ -12,9 +12,7 @@
 
 using namespace tapegrad;
 
-TEST_CASE("version() is the project's version") {
-  REQUIRE(version() == TAPEGRAD_EXPECTED_VERSION);
-}
+TEST_CASE("version() is the project's version") { REQUIRE(version() == TAPEGRAD_EXPECTED_VERSION); }
 
 namespace {
 

@@ -70,7 +70,8 @@ int main(int argc, char** argv) {
       << "  std::printf(\"--- %s\\n\", where);\n"
       << "  try {\n    example();\n  } catch (const std::exception& e) {\n"
       << "    std::printf(\"FAILED: %s\\n\", e.what());\n    ++failures;\n  }\n}\n\n"
-      << "int main() {\n" << calls.str() << "  std::printf(\"%d examples, %d failed\\n\", " << count
+      << "int main() {\n"
+      << calls.str() << "  std::printf(\"%d examples, %d failed\\n\", " << count
       << ", failures);\n  return failures == 0 && " << count << " > 0 ? 0 : 1;\n}\n";
   return out ? 0 : 1;
 }
