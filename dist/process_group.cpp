@@ -1,21 +1,23 @@
 #include "process_group.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
 
 namespace tapegrad::dist {
 
 namespace {
-double g_timeout = [] {
+// Process-wide: set from one thread while collectives on another read it.
+std::atomic<double> g_timeout = [] {
   const char* env = std::getenv("TAPEGRAD_DIST_TIMEOUT");
   return env ? std::atof(env) : 300.0;
 }();
 }  // namespace
 
-double timeout_seconds() { return g_timeout; }
+double timeout_seconds() { return g_timeout.load(std::memory_order_relaxed); }
 void set_timeout_seconds(double s) {
   TG_CHECK(s > 0, "dist: the timeout must be positive, got {}", s);
-  g_timeout = s;
+  g_timeout.store(s, std::memory_order_relaxed);
 }
 
 void LocalProcessGroup::all_reduce(Tensor& t, ReduceOp) {
