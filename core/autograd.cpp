@@ -224,13 +224,14 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
   std::unordered_map<const Node*, Grads> pending;
   std::vector<std::pair<TensorImpl*, Tensor>> leaf_roots;
 
-  auto deliver_leaf = [&](const std::shared_ptr<TensorImpl>& leaf, const Tensor& g) {
+  // Takes g by value: when the caller moves its last reference in, .grad can keep the buffer.
+  auto deliver_leaf = [&](const std::shared_ptr<TensorImpl>& leaf, Tensor g) {
     if (capture) {
       auto it = capture->leaves.find(leaf.get());
       if (it != capture->leaves.end()) add_grad(capture->grads[it->second], g);
       return;
     }
-    accumulate_into_leaf(*leaf, g, create_graph);
+    accumulate_into_leaf(*leaf, std::move(g), create_graph);
   };
 
   for (size_t i = 0; i < roots.size(); ++i) {
@@ -308,13 +309,14 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
       const Edge& e = node->next[i];
       if (!e.valid() || !in_grads[i].defined()) continue;
       Tensor g = reduce_grad(in_grads[i], node->input_shapes[i], node->input_dtypes[i], node->name);
+      in_grads[i] = Tensor();  // g may be the same tensor: drop this reference to it
       if (t_anomaly) check_finite(*node, g, i);
       if (e.node) {
         Grads& slots = pending[e.node.get()];
         slots.resize(e.node->outputs.size());
         add_grad(slots[e.output_nr], g);
       } else {
-        deliver_leaf(e.leaf, g);
+        deliver_leaf(e.leaf, std::move(g));
       }
     }
     if (!retain_graph) node->release();

@@ -83,6 +83,7 @@ void for_each_run(const LoopGeometry<N>& g, Body&& body) {
   std::array<int64_t, N> inner_strides;
   for (int k = 0; k < N; ++k) inner_strides[k] = g.strides[k].back();
   const int64_t total = outer * inner;
+  if (total == 0) return;  // an empty tensor (and no row index to compute modulo a 0 size)
 
   auto rows = [&](int64_t lo, int64_t hi) {
     // Position of row `lo` as a multi-index over the outer dims.

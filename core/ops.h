@@ -3,6 +3,7 @@
 
 #include "ops/elementwise.h"
 #include "ops/linalg.h"
+#include "ops/norm.h"
 #include "ops/reduce.h"
 #include "ops/shape.h"
 #include "ops/softmax.h"

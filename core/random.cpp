@@ -1,5 +1,7 @@
 #include "random.h"
 
+#include "inplace.h"
+#include "iter.h"
 #include "tensor.h"
 
 #include <cmath>
@@ -66,6 +68,44 @@ Tensor Tensor::randint(int64_t low, int64_t high, const Shape& shape, Generator*
   int64_t* p = t.data_ptr<int64_t>();
   for (int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = low + static_cast<int64_t>(g.below(high - low));
   return t;
+}
+
+// ---- in-place sampling ----
+
+namespace {
+
+// Overwrites self with draws from sample(), in row-major order of its elements.
+template <typename Sample>
+Tensor& fill_random(Tensor& self, const char* op, Sample sample) {
+  detail::overwrite_inplace(self, op, [&] {
+    dispatch_floating(self.dtype(), op, [&]<typename T>() {
+      const bool direct = self.is_contiguous();
+      const Tensor dst = direct ? self : Tensor::empty(self.shape(), {.dtype = self.dtype()});
+      T* p = static_cast<T*>(dst.data());
+      for (int64_t i = 0, n = self.numel(); i < n; ++i) p[i] = sample.template operator()<T>();
+      if (!direct) detail::apply_inplace<T, T>(self, dst, [](T, T v) { return v; });
+    });
+  });
+  return self;
+}
+
+}  // namespace
+
+Tensor& Tensor::uniform_(double low, double high, Generator* gen) {
+  TG_CHECK(low <= high, "uniform_: uniform_ expects to return a [from, to) range, but found from={} > to={}", low, high);
+  Generator& g = gen ? *gen : default_generator();
+  return fill_random(*this, "uniform_", [&]<typename T>() {
+    T v = static_cast<T>(low + (high - low) * g.uniform());
+    // Rounding to T can land on `high`; keep the range half-open.
+    if (v >= static_cast<T>(high) && high > low) v = std::nextafter(static_cast<T>(high), static_cast<T>(low));
+    return v;
+  });
+}
+
+Tensor& Tensor::normal_(double mean, double std, Generator* gen) {
+  TG_CHECK(std >= 0.0, "normal_: normal expects std >= 0.0, but found std {}", std);
+  Generator& g = gen ? *gen : default_generator();
+  return fill_random(*this, "normal_", [&]<typename T>() { return static_cast<T>(mean + std * g.normal()); });
 }
 
 }  // namespace tapegrad

@@ -1,11 +1,13 @@
 #include "tensor.h"
 
 #include "autograd.h"
+#include "inplace.h"
 #include "iter.h"
 #include "random.h"
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -159,13 +161,19 @@ Tensor Tensor::empty(const Shape& shape, TensorOptions o) {
   impl->strides = contiguous_strides(shape);
   impl->dtype = o.dtype;
   Tensor t(std::move(impl));
+  // A bool has two valid bytes; kernels that read their destination (apply_inplace) must not meet others.
+  if (o.dtype == DType::Bool) std::memset(t.data(), 0, t.storage()->nbytes());
   if (o.requires_grad) t.requires_grad_();
   return t;
 }
 
 Tensor Tensor::full(const Shape& shape, double value, TensorOptions o) {
   Tensor t = empty(shape, {.dtype = o.dtype});
-  detail::fill(t, value);  // a new tensor starts at version 0
+  // Filled directly rather than with fill_, so that a new tensor is at version 0 like PyTorch's.
+  dispatch_all(o.dtype, [&]<typename T>() {
+    T* p = static_cast<T*>(t.data());
+    std::fill(p, p + t.numel(), static_cast<T>(value));
+  });
   if (o.requires_grad) t.requires_grad_();
   return t;
 }
@@ -380,12 +388,13 @@ Tensor& Tensor::copy_(const Tensor& src) {
            "copy_: a leaf Variable that requires grad is being used in an in-place operation.");
   TG_CHECK(!src.requires_grad() || !autograd::grad_enabled(),
            "copy_: copying from a tensor that requires grad is not recorded; detach() the source or use a NoGradGuard");
-  if (storage() == src.storage() && numel() > 0) {
-    copy_kernel(*this, src.clone());  // overlapping source and destination
-  } else {
-    copy_kernel(*this, src);
-  }
-  storage()->bump_version();
+  detail::overwrite_inplace(*this, "copy_", [&] {
+    if (storage() == src.storage() && numel() > 0) {
+      copy_kernel(*this, src.clone());  // overlapping source and destination
+    } else {
+      copy_kernel(*this, src);
+    }
+  });
   return *this;
 }
 

@@ -2,6 +2,7 @@
 #include "elementwise.h"
 
 #include "../autograd.h"
+#include "../inplace.h"
 #include "../iter.h"
 #include "reduce.h"
 
@@ -54,6 +55,18 @@ Tensor unary_floating(const Tensor& a, std::string_view op, F f) {
 }  // namespace
 
 Tensor scalar_like(double v, const Tensor& t) { return Tensor::scalar(v, t.dtype()); }
+
+namespace {
+// How a C++ number enters an operator with tensor t (PyTorch's wrapped scalars): it takes t's dtype,
+// except that a fractional number next to an integer or bool tensor is float32 (int64 tensor * 2.5 is
+// float32 [2.5, 5.0], not a truncated int64 product) and an integral number next to a bool tensor is
+// int64 (mask + 1 counts, like PyTorch).
+Tensor wrap_scalar(double v, const Tensor& t) {
+  if (is_floating(t.dtype())) return Tensor::scalar(v, t.dtype());
+  if (!std::isfinite(v) || std::trunc(v) != v) return Tensor::scalar(v, kFloat32);
+  return Tensor::scalar(v, t.dtype() == kBool ? kInt64 : t.dtype());
+}
+}  // namespace
 
 // ---- add / sub ----
 
@@ -128,14 +141,14 @@ Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
-Tensor operator+(const Tensor& a, double b) { return add(a, scalar_like(b, a)); }
-Tensor operator-(const Tensor& a, double b) { return sub(a, scalar_like(b, a)); }
-Tensor operator*(const Tensor& a, double b) { return mul(a, scalar_like(b, a)); }
-Tensor operator/(const Tensor& a, double b) { return div(a, scalar_like(b, a)); }
-Tensor operator+(double a, const Tensor& b) { return add(scalar_like(a, b), b); }
-Tensor operator-(double a, const Tensor& b) { return sub(scalar_like(a, b), b); }
-Tensor operator*(double a, const Tensor& b) { return mul(scalar_like(a, b), b); }
-Tensor operator/(double a, const Tensor& b) { return div(scalar_like(a, b), b); }
+Tensor operator+(const Tensor& a, double b) { return add(a, wrap_scalar(b, a)); }
+Tensor operator-(const Tensor& a, double b) { return sub(a, wrap_scalar(b, a)); }
+Tensor operator*(const Tensor& a, double b) { return mul(a, wrap_scalar(b, a)); }
+Tensor operator/(const Tensor& a, double b) { return div(a, wrap_scalar(b, a)); }
+Tensor operator+(double a, const Tensor& b) { return add(wrap_scalar(a, b), b); }
+Tensor operator-(double a, const Tensor& b) { return sub(wrap_scalar(a, b), b); }
+Tensor operator*(double a, const Tensor& b) { return mul(wrap_scalar(a, b), b); }
+Tensor operator/(double a, const Tensor& b) { return div(wrap_scalar(a, b), b); }
 Tensor Tensor::operator-() const { return neg(*this); }
 
 Tensor eq(const Tensor& a, const Tensor& b) { return compare(a, b, "eq", [](auto x, auto y) { return x == y; }); }
@@ -161,12 +174,12 @@ Tensor operator<(const Tensor& a, const Tensor& b) { return lt(a, b); }
 Tensor operator<=(const Tensor& a, const Tensor& b) { return le(a, b); }
 Tensor operator>(const Tensor& a, const Tensor& b) { return gt(a, b); }
 Tensor operator>=(const Tensor& a, const Tensor& b) { return ge(a, b); }
-Tensor operator==(const Tensor& a, double b) { return eq(a, scalar_like(b, a)); }
-Tensor operator!=(const Tensor& a, double b) { return ne(a, scalar_like(b, a)); }
-Tensor operator<(const Tensor& a, double b) { return lt(a, scalar_like(b, a)); }
-Tensor operator<=(const Tensor& a, double b) { return le(a, scalar_like(b, a)); }
-Tensor operator>(const Tensor& a, double b) { return gt(a, scalar_like(b, a)); }
-Tensor operator>=(const Tensor& a, double b) { return ge(a, scalar_like(b, a)); }
+Tensor operator==(const Tensor& a, double b) { return eq(a, wrap_scalar(b, a)); }
+Tensor operator!=(const Tensor& a, double b) { return ne(a, wrap_scalar(b, a)); }
+Tensor operator<(const Tensor& a, double b) { return lt(a, wrap_scalar(b, a)); }
+Tensor operator<=(const Tensor& a, double b) { return le(a, wrap_scalar(b, a)); }
+Tensor operator>(const Tensor& a, double b) { return gt(a, wrap_scalar(b, a)); }
+Tensor operator>=(const Tensor& a, double b) { return ge(a, wrap_scalar(b, a)); }
 
 // ---- unary math ----
 
@@ -352,15 +365,17 @@ Tensor pow(const Tensor& a, const Tensor& e) {
 // ---- maximum / minimum / where ----
 
 namespace {
-// Backward of maximum/minimum: the gradient goes to the chosen input; ties split it evenly.
+// Backward of maximum/minimum: the gradient goes to the chosen input; ties split it evenly. An input
+// gets nothing only where the other one strictly wins, so where a NaN is involved both get the
+// gradient, as PyTorch.
 Grads select_grads(Context& ctx, bool is_max) {
   const Tensor a = ctx.saved(0), b = ctx.saved(1);
   const Tensor& g = ctx.grad();
   const Tensor a_wins = is_max ? a > b : a < b;
-  const Tensor tie = a == b;
-  const Tensor half = g * 0.5;
+  const Tensor b_wins = is_max ? a < b : a > b;
+  const Tensor shared = where(a == b, g * 0.5, g);
   const Tensor zero = scalar_like(0, g);
-  return {where(a_wins, g, where(tie, half, zero)), where(a_wins, zero, where(tie, half, g))};
+  return {where(b_wins, zero, shared), where(a_wins, zero, shared)};
 }
 }  // namespace
 
@@ -434,6 +449,8 @@ Tensor& inplace_recorded(Tensor& self, const Tensor& result, std::string_view op
   TG_CHECK(!self.impl().is_view || !self.requires_grad(),
            "{}: in-place operation on a view of a tensor that requires grad is not supported; use the out-of-place op",
            op);
+  TG_CHECK(result.shape() == self.shape(), "{}: output with shape {} doesn't match the broadcast shape {}", op,
+           shape_list(self.shape()), shape_list(result.shape()));
   {
     autograd::NoGradGuard ng;
     dispatch_all(self.dtype(), [&]<typename T>() {
@@ -464,45 +481,83 @@ Tensor& inplace_plain(Tensor& self, const Tensor& src, std::string_view op, F f)
 
 }  // namespace
 
-Tensor& Tensor::add_(const Tensor& other, double alpha) {
-  check_inplace(*this, "add_");
-  if (autograd::needs_grad({*this, other})) return inplace_recorded(*this, add(*this, other, alpha), "add_");
-  return inplace_plain(*this, other, "add_",
+namespace {
+
+// PyTorch's canCast: an in-place op cannot store a floating result in an integer tensor, nor a
+// non-bool result in a bool tensor.
+void check_cast(DType result, const Tensor& self, std::string_view op) {
+  const bool ok = (is_floating(self.dtype()) || !is_floating(result)) && (self.dtype() != kBool || result == kBool);
+  TG_CHECK(ok, "{}: result type {} can't be cast to the desired output type {}", op, dtype_name(result),
+           dtype_name(self.dtype()));
+}
+
+Tensor& add_inplace(Tensor& self, const Tensor& other, double alpha, std::string_view op) {
+  check_inplace(self, op);
+  check_cast(result_type(self, other), self, op);
+  if (autograd::needs_grad({self, other})) return inplace_recorded(self, add(self, other, alpha), op);
+  return inplace_plain(self, other, op,
                        [alpha]<typename T>(T d, T v) { return static_cast<T>(d + static_cast<T>(alpha) * v); });
 }
 
-Tensor& Tensor::sub_(const Tensor& other, double alpha) { return add_(other, -alpha); }
-Tensor& Tensor::add_(double value) { return add_(scalar_like(value, *this)); }
+}  // namespace
+
+Tensor& Tensor::add_(const Tensor& other, double alpha) { return add_inplace(*this, other, alpha, "add_"); }
+Tensor& Tensor::sub_(const Tensor& other, double alpha) { return add_inplace(*this, other, -alpha, "sub_"); }
+Tensor& Tensor::add_(double value) { return add_(wrap_scalar(value, *this)); }
 
 Tensor& Tensor::mul_(const Tensor& other) {
   check_inplace(*this, "mul_");
+  check_cast(result_type(*this, other), *this, "mul_");
   if (autograd::needs_grad({*this, other})) return inplace_recorded(*this, mul(this->clone(), other), "mul_");
   return inplace_plain(*this, other, "mul_", []<typename T>(T d, T v) { return static_cast<T>(d * v); });
 }
 
-Tensor& Tensor::mul_(double value) { return mul_(scalar_like(value, *this)); }
+Tensor& Tensor::mul_(double value) { return mul_(wrap_scalar(value, *this)); }
 
 Tensor& Tensor::div_(const Tensor& other) {
   check_inplace(*this, "div_");
+  // True division: integer by integer gives float32, which an integer tensor cannot hold.
+  const DType rt = result_type(*this, other);
+  check_cast(is_floating(rt) ? rt : kFloat32, *this, "div_");
   if (autograd::needs_grad({*this, other})) return inplace_recorded(*this, div(this->clone(), other), "div_");
   return inplace_plain(*this, other, "div_", []<typename T>(T d, T v) { return static_cast<T>(d / v); });
 }
 
-Tensor& Tensor::div_(double value) { return div_(scalar_like(value, *this)); }
+Tensor& Tensor::div_(double value) { return div_(wrap_scalar(value, *this)); }
 
-Tensor& Tensor::fill_(double value) {
-  check_inplace(*this, "fill_");
-  detail::fill(*this, value);
-  storage()->bump_version();
-  return *this;
+void detail::overwrite_inplace(Tensor& self, std::string_view op, const std::function<void()>& write) {
+  check_inplace(self, op);
+  const bool history = autograd::needs_grad({self});
+  TG_CHECK(!history || !self.impl().is_view,
+           "{}: in-place operation on a view of a tensor that requires grad is not supported; use the out-of-place op",
+           op);
+  write();
+  self.storage()->bump_version();
+  if (!history) return;
+  // An alias carrying the old history is the new node's input; the node becomes self's history.
+  Tensor old = self.detach();
+  old.impl().requires_grad = true;
+  old.impl().grad_fn = self.grad_fn();
+  old.impl().output_nr = self.output_nr();
+  autograd::record(std::string(op), {old}, {self}, {},
+                   [](Context& ctx) -> Grads { return {Tensor::zeros_like(ctx.grad())}; });
 }
 
-Tensor& Tensor::zero_() { return fill_(0); }
+namespace {
+Tensor& fill_impl(Tensor& self, double value, std::string_view op) {
+  detail::overwrite_inplace(self, op, [&] { detail::fill(self, value); });
+  return self;
+}
+}  // namespace
+
+Tensor& Tensor::fill_(double value) { return fill_impl(*this, value, "fill_"); }
+Tensor& Tensor::zero_() { return fill_impl(*this, 0, "zero_"); }
 
 Tensor& Tensor::clamp_(std::optional<double> lo, std::optional<double> hi) {
   check_inplace(*this, "clamp_");
+  // clamp saves its input for backward: give it a copy, since self is about to be overwritten.
+  if (autograd::needs_grad({*this})) return inplace_recorded(*this, tapegrad::clamp(this->clone(), lo, hi), "clamp_");
   Tensor r = tapegrad::clamp(*this, lo, hi);
-  if (autograd::needs_grad({*this})) return inplace_recorded(*this, r, "clamp_");
   autograd::NoGradGuard ng;
   return copy_(r);
 }

@@ -1,6 +1,7 @@
 // Elementwise ops with NumPy/PyTorch broadcasting. Inputs may be non-contiguous; outputs are new
 // contiguous tensors of the promoted dtype (bool < int64 < float32 < float64; a scalar argument
-// takes the tensor's dtype).
+// takes the tensor's dtype, except that a fractional number with an integer or bool tensor is float32
+// and an integral number with a bool tensor is int64, as PyTorch's Python scalars).
 #pragma once
 
 #include "../tensor.h"

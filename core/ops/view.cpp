@@ -39,8 +39,8 @@ Shape infer_shape(const Shape& requested, int64_t numel, std::string_view op) {
 // Strides for viewing (shape, strides) as new_shape without a copy, if possible (PyTorch's computeStride).
 std::optional<Shape> view_strides(const Shape& shape, const Shape& strides, const Shape& new_shape) {
   Shape out(new_shape.size());
-  if (numel_of(shape) == 0) return contiguous_strides(new_shape);
-  if (shape.empty()) return Shape(new_shape.size(), 1);  // a 0-dim tensor: every new dim has size 1
+  // Nothing to preserve: no elements, or a 0-dim tensor's single one.
+  if (numel_of(shape) == 0 || shape.empty()) return contiguous_strides(new_shape);
   int64_t view_d = static_cast<int64_t>(new_shape.size()) - 1;
   int64_t chunk_base_stride = strides.empty() ? 1 : strides.back();
   int64_t tensor_numel = 1, view_numel = 1;
