@@ -683,6 +683,13 @@ TEST_CASE("truncated and corrupt IDX files give clear errors") {
   // Empty, but with strides past int64 (found by fuzz_idx).
   REQUIRE_ERROR(parse_idx(std::string("\0\0\x08\x03\xff\xff\xff\xff\xff\xff\xff\xff\0\0\0\0", 16), "a"),
                 "read_idx: 'a' has an impossible shape (4294967295, 4294967295, 0)");
+  // Strides that fit, but not once a float64 tensor multiplies them by 8 (found by fuzz_idx): every
+  // array read converts to a tensor of any dtype.
+  REQUIRE_ERROR(parse_idx(std::string("\0\0\x08\x04\0\x01\0\0\x02\0\0\0\0\x08\0\0\0\0\0\0", 20), "a"),
+                "read_idx: 'a' has an impossible shape (65536, 33554432, 524288, 0)");
+  REQUIRE(parse_idx(std::string("\0\0\x08\x04\0\x01\0\0\x02\0\0\0\0\x04\0\0\0\0\0\0", 20), "a")
+              .to_tensor(DType::Float64)
+              .numel() == 0);
   const std::string gz = gzip_compress(raw);
   REQUIRE_ERROR(parse_idx(gz.substr(0, gz.size() - 10), "a.gz"), "read_idx: 'a.gz': truncated gzip data");
   std::string corrupt = gz;
