@@ -225,6 +225,28 @@ TEST_CASE("corrupt, truncated, unknown and absurdly large files throw naming the
   REQUIRE_ERROR(decode_image(huge, "huge.pgm"),
                 "decode_image: cannot decode 'huge.pgm': 70000x70000 pixels is more than the limit of 268435456");
   REQUIRE(image_problem(huge) == "70000x70000 pixels is more than the limit of 268435456");
+  // Headers within those limits that claim far more pixels than the file's bytes can encode: refused
+  // before stb allocates them (16384 x 16384 x 4 would be a gigabyte).
+  std::string claims = png;
+  const unsigned char side[4] = {0x00, 0x00, 0x40, 0x00};  // 16384 big-endian
+  std::memcpy(&claims[16], side, 4);
+  std::memcpy(&claims[20], side, 4);
+  REQUIRE_ERROR(decode_image(claims, "claims.png"),
+                fmt::format("decode_image: cannot decode 'claims.png': 16384x16384x{} pixels from {} bytes is more than any "
+                            "image file of that size can hold", probe_image(png).channels, claims.size()));
+  // A GIF whose 1x1 frame sits on a 16384 x 16384 canvas.
+  const std::string gif("GIF89a\x00\x40\x00\x40\x80\x00\x00\xff\xff\xff\x00\x00\x00"
+                        ",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00;", 35);
+  REQUIRE_ERROR(decode_image(gif, "canvas.gif"), "decode_image: cannot decode 'canvas.gif': 16384x16384x4 pixels from 35 "
+                                                 "bytes is more than any image file of that size can hold");
+  // An uncompressed 16-bit TGA of 65496 x 224 pixels cut to 768 bytes: stb would spend seconds decoding
+  // zeros past the end (found by fuzz_image); its formats hold at most 512 decoded bytes per file byte.
+  const std::string tga = std::string("\0\0\x02\0\0\0\0\0\0\0\0\0\xd8\xff\xe0\0\x10\0", 18) + std::string(750, '\0');
+  REQUIRE_ERROR(decode_image(tga, "cut.tga"), "decode_image: cannot decode 'cut.tga': 65496x224x3 pixels from 768 bytes "
+                                              "is more than any image file of that size can hold");
+  REQUIRE(max_decoded_bytes_per_file_byte(png) == 65536);
+  REQUIRE(max_decoded_bytes_per_file_byte(gif) == 16384);
+  REQUIRE(max_decoded_bytes_per_file_byte(tga) == 512);
   REQUIRE(image_problem(png).empty());
   REQUIRE(image_problem(png.substr(0, 100)).empty());          // the header alone looks fine
   REQUIRE_FALSE(image_problem(png.substr(0, 100), true).empty());  // a full decode does not
