@@ -244,6 +244,22 @@ TEST_CASE("corrupt, truncated, unknown and absurdly large files throw naming the
   const std::string tga = std::string("\0\0\x02\0\0\0\0\0\0\0\0\0\xd8\xff\xe0\0\x10\0", 18) + std::string(750, '\0');
   REQUIRE_ERROR(decode_image(tga, "cut.tga"), "decode_image: cannot decode 'cut.tga': 65496x224x3 pixels from 768 bytes "
                                               "is more than any image file of that size can hold");
+  // Inputs that would make Debian's stb_image misbehave are refused before it sees them (found by
+  // fuzz_image): a JPEG Huffman table of more than 256 codes (stb writes past its tables) and a PNG
+  // IDAT chunk longer than the file (stb allocates the declared length first).
+  Image rgb(9, 17, 3);
+  std::string jpg = encode_jpg(rgb);
+  const size_t dht = jpg.find("\xff\xc4");
+  REQUIRE(dht != std::string::npos);
+  REQUIRE_NOTHROW(decode_image(jpg));
+  jpg[dht + 5] = '\xff';  // the first of the 16 code counts of the first table
+  jpg[dht + 6] = '\xff';
+  REQUIRE_ERROR(decode_image(jpg, "dht.jpg"), "decode_image: cannot decode 'dht.jpg': Corrupt JPEG");
+  std::string idat = encode_png(rgb);
+  const size_t chunk = idat.find("IDAT");
+  REQUIRE(chunk != std::string::npos);
+  idat.replace(chunk - 4, 4, std::string("\x7f\xff\xff\xff", 4));
+  REQUIRE_ERROR(decode_image(idat, "idat.png"), "decode_image: cannot decode 'idat.png': Corrupt PNG");
   REQUIRE(max_decoded_bytes_per_file_byte(png) == 65536);
   REQUIRE(max_decoded_bytes_per_file_byte(gif) == 16384);
   REQUIRE(max_decoded_bytes_per_file_byte(tga) == 512);

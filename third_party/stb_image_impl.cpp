@@ -72,6 +72,87 @@ const char* failure_reason() {
 
 bool fits_int(size_t size) { return size <= static_cast<size_t>(std::numeric_limits<int>::max()); }
 
+// Guards against bugs of Debian's stb_image (2.27, from 2022), found by fuzz_image: inputs that would
+// make it write out of bounds are refused before it sees them, with the message it would give.
+//
+// JPEG: a DHT segment whose 16 code counts add up to more than 256 makes stbi__build_huffman write
+// past its 257-entry size table and stbi__process_marker past the 256 symbol values (checked upstream
+// since 2.28). Every DHT stb could read is checked: among the header segments, walked by their
+// lengths as stb walks them, and from the first scan on every 0xFF (0xFF...) 0xC4, since stb resumes
+// after a scan at the first 0xFF byte wherever its decoding stopped (entropy-coded data escapes its
+// own 0xFF bytes, so a legitimate file has no such pair there that is not a marker).
+bool jpeg_huffman_tables_ok(const uint8_t* p, size_t n) {
+  if (n < 2 || p[0] != 0xFF) return true;  // not a JPEG (stb finds its SOI marker at byte 0)
+  auto get = [&](size_t i) -> unsigned { return i < n ? p[i] : 0u; };  // stb reads zeros past the end
+  // The tables of a DHT segment whose length field is at `i`, read as stbi__process_marker reads them.
+  auto dht_ok = [&](size_t i) {
+    long left = static_cast<long>(get(i) << 8 | get(i + 1)) - 2;
+    i += 2;
+    while (left > 0 && i < n) {
+      const unsigned q = get(i++);
+      if ((q >> 4) > 1 || (q & 15) > 3) return true;  // stb stops: "bad DHT header"
+      unsigned count = 0;
+      for (int k = 0; k < 16; ++k) count += get(i++);
+      if (count > 256) return false;
+      left -= 17 + static_cast<long>(count);
+      i += count;
+    }
+    return true;
+  };
+  size_t i = 0;
+  while (i < n) {  // header segments, up to the first scan
+    if (p[i] != 0xFF) {
+      ++i;
+      continue;
+    }
+    while (i < n && p[i] == 0xFF) ++i;
+    if (i >= n) return true;
+    const unsigned m = p[i++];
+    if (m == 0xD8 || m == 0x01 || m == 0x00 || (m >= 0xD0 && m <= 0xD7)) continue;  // no length follows
+    if (m == 0xD9) return true;                                                      // end of image
+    if (m == 0xC4 && !dht_ok(i)) return false;
+    if (m == 0xDA) break;
+    i += get(i) << 8 | get(i + 1);
+  }
+  for (; i + 1 < n; ++i) {  // from the first scan on
+    if (p[i] != 0xFF) continue;
+    size_t j = i + 1;
+    while (j < n && p[j] == 0xFF) ++j;
+    if (j < n && p[j] == 0xC4 && !dht_ok(j + 1)) return false;
+  }
+  return true;
+}
+
+// PNG: stb grows its buffer for the compressed data to an IDAT chunk's declared length before reading
+// the chunk, so a 100-byte file declaring a 2 GB chunk makes it allocate 2 GB. The chunks are walked as
+// stb walks them (length, type, data, CRC) and an IDAT longer than what is left of the file is refused;
+// stb would fail on it anyway, after the allocation.
+bool png_chunk_lengths_ok(const uint8_t* p, size_t n) {
+  if (n < 8 || std::memcmp(p, "\x89PNG\r\n\x1a\n", 8) != 0) return true;
+  auto be32 = [&](size_t i) {
+    return uint32_t{p[i]} << 24 | uint32_t{p[i + 1]} << 16 | uint32_t{p[i + 2]} << 8 | uint32_t{p[i + 3]};
+  };
+  constexpr uint32_t kIDAT = 0x49444154, kIEND = 0x49454e44;
+  size_t i = 8;
+  while (n - i >= 8) {
+    const uint32_t length = be32(i), type = be32(i + 4);
+    i += 8;
+    if (length > n - i) return type != kIDAT;  // stb runs out of data here
+    if (type == kIEND) return true;
+    i += length;
+    if (n - i < 4) return true;
+    i += 4;  // CRC
+  }
+  return true;
+}
+
+// Null when stb may be given these bytes, else the reason to refuse them (stb's own words).
+const char* known_stb_bug(const uint8_t* bytes, size_t size) {
+  if (!jpeg_huffman_tables_ok(bytes, size)) return "Corrupt JPEG";
+  if (!png_chunk_lengths_ok(bytes, size)) return "Corrupt PNG";
+  return nullptr;
+}
+
 void append(void* context, void* data, int size) {
   static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
 }
@@ -80,6 +161,10 @@ void append(void* context, void* data, int size) {
 bool info(const uint8_t* bytes, size_t size, int& width, int& height, int& channels, std::string& reason) {
   if (!fits_int(size)) {
     reason = "file too large";
+    return false;
+  }
+  if (const char* bug = known_stb_bug(bytes, size)) {
+    reason = bug;
     return false;
   }
   if (!stbi_info_from_memory(bytes, static_cast<int>(size), &width, &height, &channels)) {
@@ -92,6 +177,10 @@ bool info(const uint8_t* bytes, size_t size, int& width, int& height, int& chann
 uint8_t* load(const uint8_t* bytes, size_t size, int& width, int& height, int& channels, std::string& reason) {
   if (!fits_int(size)) {
     reason = "file too large";
+    return nullptr;
+  }
+  if (const char* bug = known_stb_bug(bytes, size)) {
+    reason = bug;
     return nullptr;
   }
   uint8_t* p = stbi_load_from_memory(bytes, static_cast<int>(size), &width, &height, &channels, 0);
