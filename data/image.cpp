@@ -57,7 +57,7 @@ std::string decode_problem(const std::string& bytes, Image* img) {
   std::string reason;
   std::unique_ptr<uint8_t, void (*)(uint8_t*)> p(stb::load(as_bytes(bytes), bytes.size(), w, h, c, reason),
                                                  stb::free_pixels);
-  if (!p) return reason;
+  if (!p) return reason.empty() ? "no image in the file" : reason;  // never an empty reason: that means success
   if (std::string d = dims_problem(w, h, c, bytes); !d.empty()) return d;
   if (img) {
     img->height = h;

@@ -260,6 +260,12 @@ TEST_CASE("corrupt, truncated, unknown and absurdly large files throw naming the
   REQUIRE(chunk != std::string::npos);
   idat.replace(chunk - 4, 4, std::string("\x7f\xff\xff\xff", 4));
   REQUIRE_ERROR(decode_image(idat, "idat.png"), "decode_image: cannot decode 'idat.png': Corrupt PNG");
+  // A GIF that ends before its first frame: stb fails without a reason, which once passed for success
+  // and gave an empty Image (found by fuzz_image).
+  const std::string frameless("GIF89a\x01\x00\x14\x2c\x80\xff\x00\x00\x02\x14,\x00\x00,\x00\x00\x00\x00\x01\x00"
+                              "D\x01\x00;", 30);
+  REQUIRE(probe_image(frameless).width == 1);
+  REQUIRE_ERROR(decode_image(frameless, "empty.gif"), "decode_image: cannot decode 'empty.gif': no image in the file");
   REQUIRE(max_decoded_bytes_per_file_byte(png) == 65536);
   REQUIRE(max_decoded_bytes_per_file_byte(gif) == 16384);
   REQUIRE(max_decoded_bytes_per_file_byte(tga) == 512);

@@ -65,9 +65,13 @@ unsigned char* zlib_compress(unsigned char* data, int data_len, int* out_len, in
 namespace tapegrad::stb {
 
 namespace {
+// stb's reason for the call just made. Some failures set none (a GIF that ends before its first frame
+// just returns null), so the reason is cleared before each call: a stale one from an earlier failure
+// on this thread, or none at all, must never pass for a reason (or for success).
+void clear_failure_reason() { stbi__g_failure_reason = nullptr; }
 const char* failure_reason() {
   const char* r = stbi_failure_reason();  // thread-local in stb >= 2.26
-  return r ? r : "unknown error";
+  return r && *r ? r : "no image in the file";
 }
 
 bool fits_int(size_t size) { return size <= static_cast<size_t>(std::numeric_limits<int>::max()); }
@@ -167,6 +171,7 @@ bool info(const uint8_t* bytes, size_t size, int& width, int& height, int& chann
     reason = bug;
     return false;
   }
+  clear_failure_reason();
   if (!stbi_info_from_memory(bytes, static_cast<int>(size), &width, &height, &channels)) {
     reason = failure_reason();
     return false;
@@ -183,6 +188,7 @@ uint8_t* load(const uint8_t* bytes, size_t size, int& width, int& height, int& c
     reason = bug;
     return nullptr;
   }
+  clear_failure_reason();
   uint8_t* p = stbi_load_from_memory(bytes, static_cast<int>(size), &width, &height, &channels, 0);
   if (!p) reason = failure_reason();
   return p;
