@@ -260,6 +260,23 @@ TEST_CASE("corrupt, truncated, unknown and absurdly large files throw naming the
   REQUIRE(chunk != std::string::npos);
   idat.replace(chunk - 4, 4, std::string("\x7f\xff\xff\xff", 4));
   REQUIRE_ERROR(decode_image(idat, "idat.png"), "decode_image: cannot decode 'idat.png': Corrupt PNG");
+  // A JPEG without Huffman tables fails the same way every time: stb's decoder state is zeroed, not
+  // left with the tables of whatever the heap held (an earlier decode's, say; found by fuzz_image).
+  const std::string good = encode_jpg(rgb);
+  std::string no_dht = good.substr(0, 2);
+  for (size_t i = 2; i + 4 <= good.size();) {  // header segments up to the scan, all but DHT
+    const size_t len = static_cast<size_t>(static_cast<uint8_t>(good[i + 2]) << 8 | static_cast<uint8_t>(good[i + 3]));
+    const bool scan = static_cast<uint8_t>(good[i + 1]) == 0xDA;
+    if (static_cast<uint8_t>(good[i + 1]) != 0xC4) no_dht += good.substr(i, scan ? std::string::npos : len + 2);
+    if (scan) break;
+    i += len + 2;
+  }
+  const std::string first = image_problem(no_dht, true);
+  REQUIRE_FALSE(first.empty());
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE_NOTHROW(decode_image(good));
+    REQUIRE(image_problem(no_dht, true) == first);
+  }
   // A GIF that ends before its first frame: stb fails without a reason, which once passed for success
   // and gave an empty Image (found by fuzz_image).
   const std::string frameless("GIF89a\x01\x00\x14\x2c\x80\xff\x00\x00\x02\x14,\x00\x00,\x00\x00\x00\x00\x01\x00"

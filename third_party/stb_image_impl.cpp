@@ -14,6 +14,13 @@
 #define STBI_NO_LINEAR
 #define STBI_NO_STDIO
 #define STBI_FAILURE_USERMSG
+// Every allocation zeroed: Debian's stb_image (2.27) does not clear its JPEG decoder state, so Huffman
+// and quantization tables a file never defines are whatever the heap held before, and the same bytes
+// decode differently from one call to the next (found by fuzz_image; cleared upstream since 2.28).
+// calloc of a large pixel buffer costs nothing extra (fresh pages are zero).
+#define STBI_MALLOC(size) calloc(1, size)
+#define STBI_REALLOC(p, size) realloc(p, size)
+#define STBI_FREE(p) free(p)
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 
