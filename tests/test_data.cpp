@@ -260,6 +260,11 @@ TEST_CASE("corrupt, truncated, unknown and absurdly large files throw naming the
   REQUIRE(chunk != std::string::npos);
   idat.replace(chunk - 4, 4, std::string("\x7f\xff\xff\xff", 4));
   REQUIRE_ERROR(decode_image(idat, "idat.png"), "decode_image: cannot decode 'idat.png': Corrupt PNG");
+  // A PNM header number past int overflowed in stb (found by fuzz_image).
+  REQUIRE_ERROR(decode_image("P5\n3155555555 2\n255\n" + std::string(8, '\0'), "big.pgm"),
+                "decode_image: cannot decode 'big.pgm': Corrupt PNM: a header number overflows");
+  REQUIRE_ERROR(decode_image("P6 2 # comment\n 2147483648\n" + std::string(8, '\0'), "max.ppm"),
+                "decode_image: cannot decode 'max.ppm': Corrupt PNM: a header number overflows");
   // A JPEG without Huffman tables fails the same way every time: stb's decoder state is zeroed, not
   // left with the tables of whatever the heap held (an earlier decode's, say; found by fuzz_image).
   const std::string good = encode_jpg(rgb);

@@ -157,10 +157,33 @@ bool png_chunk_lengths_ok(const uint8_t* p, size_t n) {
   return true;
 }
 
-// Null when stb may be given these bytes, else the reason to refuse them (stb's own words).
+// PNM: stbi__pnm_getinteger multiplies by 10 per digit without a check, so a header number of ten
+// or more digits overflows int (undefined behaviour; checked upstream since 2.28). The three header
+// numbers are read as stb reads them (whitespace and # comments between them) and must fit in int.
+bool pnm_header_integers_ok(const uint8_t* p, size_t n) {
+  if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return true;
+  auto space = [](unsigned c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
+  size_t i = 2;
+  for (int field = 0; field < 3; ++field) {  // width, height, maximum value
+    for (;;) {
+      while (i < n && space(p[i])) ++i;
+      if (i >= n || p[i] != '#') break;
+      while (i < n && p[i] != '\n' && p[i] != '\r') ++i;
+    }
+    uint64_t value = 0;
+    for (; i < n && p[i] >= '0' && p[i] <= '9'; ++i) {
+      value = value * 10 + (p[i] - '0');
+      if (value > static_cast<uint64_t>(std::numeric_limits<int>::max())) return false;
+    }
+  }
+  return true;
+}
+
+// Null when stb may be given these bytes, else the reason to refuse them (in stb's words where it has some).
 const char* known_stb_bug(const uint8_t* bytes, size_t size) {
   if (!jpeg_huffman_tables_ok(bytes, size)) return "Corrupt JPEG";
   if (!png_chunk_lengths_ok(bytes, size)) return "Corrupt PNG";
+  if (!pnm_header_integers_ok(bytes, size)) return "Corrupt PNM: a header number overflows";
   return nullptr;
 }
 
