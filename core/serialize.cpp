@@ -238,7 +238,8 @@ SafetensorsFile parse_safetensors(const std::string& bytes, const std::string& w
              end >= begin ? end - begin : 0);
     TG_CHECK(end <= data_size, "load_safetensors: '{}' is truncated: tensor '{}' ends at byte {} of a {}-byte data section",
              what, name, end, data_size);
-    for (const auto& [k, v] : out.tensors) TG_CHECK(k != name, "load_safetensors: '{}': duplicate tensor '{}'", what, name);
+    // Names are unique: parse_json_unique_keys refused duplicate keys (a check against every earlier
+    // tensor here would take quadratic time on a header of many small tensors).
     Tensor t = Tensor::empty(shape, {.dtype = *dt});
     if (nbytes) std::memcpy(t.data(), data + begin, nbytes);
     if (*dt == DType::Bool) {

@@ -147,14 +147,20 @@ Storage::~Storage() { BlockCache::instance().release(data_, BlockCache::rounded(
 // ---- creation ----
 
 namespace {
-void check_shape(const Shape& shape, std::string_view op) {
+// Non-negative dims whose strides (zero dims counted as 1) and byte size fit in int64: anything larger
+// would overflow numel and stride arithmetic before any allocation could fail cleanly.
+void check_shape(const Shape& shape, std::string_view op, DType dtype) {
   for (int64_t d : shape)
     TG_CHECK(d >= 0, "{}: Trying to create tensor with negative dimension {}: {}", op, d, shape_list(shape));
+  int64_t extent = static_cast<int64_t>(element_size(dtype));
+  for (int64_t d : shape)
+    TG_CHECK(!__builtin_mul_overflow(extent, std::max<int64_t>(d, 1), &extent),
+             "{}: Storage size calculation overflowed with sizes={}", op, shape_list(shape));
 }
 }  // namespace
 
 Tensor Tensor::empty(const Shape& shape, TensorOptions o) {
-  check_shape(shape, "empty");
+  check_shape(shape, "empty", o.dtype);
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::make_shared<Storage>(static_cast<size_t>(numel_of(shape)) * element_size(o.dtype));
   impl->shape = shape;
@@ -227,7 +233,7 @@ Tensor Tensor::linspace(double start, double end, int64_t steps, TensorOptions o
 namespace {
 template <typename T>
 Tensor from_values(const std::vector<T>& v, const Shape& shape) {
-  check_shape(shape, "from_vector");
+  check_shape(shape, "from_vector", dtype_of<T>());
   TG_CHECK(static_cast<int64_t>(v.size()) == numel_of(shape),
            "from_vector: shape {} needs {} values, got {}", shape_str(shape), numel_of(shape), v.size());
   Tensor t = Tensor::empty(shape, {.dtype = dtype_of<T>()});

@@ -191,7 +191,8 @@ IdxArray parse_idx(const std::string& raw, const std::string& what) {
   const size_t es = idx_type_size(a.type);
   // count: the elements; extent: the product with zero dims counted as 1, what a tensor's strides
   // multiply up to. A zero dim makes the array empty, but (4294967295, 4294967295, 0) still has no
-  // strides that fit in int64.
+  // strides that fit in int64. Both stay below 2^60, so that to_tensor can make a tensor of any
+  // dtype (8 bytes at most) of every array read.
   uint64_t count = 1, extent = 1;
   bool overflow = false;
   for (int d = 0; d < ndim; ++d) {
@@ -201,7 +202,7 @@ IdxArray parse_idx(const std::string& raw, const std::string& what) {
                __builtin_mul_overflow(extent, uint64_t{std::max<uint32_t>(v, 1)}, &extent);
   }
   uint64_t need = 0;
-  overflow = overflow || extent > (uint64_t{1} << 62) || __builtin_mul_overflow(count, uint64_t{es}, &need) ||
+  overflow = overflow || extent >= (uint64_t{1} << 60) || __builtin_mul_overflow(count, uint64_t{es}, &need) ||
              need > (uint64_t{1} << 62);
   TG_CHECK(!overflow, "read_idx: '{}' has an impossible shape {}", what, shape_str(a.shape));
   const size_t have = size - header;

@@ -20,10 +20,15 @@ namespace {
 
 const uint8_t* as_bytes(const std::string& s) { return reinterpret_cast<const uint8_t*>(s.data()); }
 
-std::string dims_problem(int64_t w, int64_t h, int64_t c) {
+// Size problems of a w x h x c image read from `file`; empty when fine.
+std::string dims_problem(int64_t w, int64_t h, int64_t c, const std::string& file) {
   if (w <= 0 || h <= 0) return fmt::format("invalid size {}x{}", w, h);
   if (h > kMaxImagePixels / w) return fmt::format("{}x{} pixels is more than the limit of {}", w, h, kMaxImagePixels);
   if (c < 1 || c > 4) return fmt::format("{} channels, expected 1 to 4", c);
+  // w * h * c <= 2^30 here, and the file's size fits in int (stb refuses larger input first).
+  if (w * h * c > static_cast<int64_t>(file.size()) * max_decoded_bytes_per_file_byte(file))
+    return fmt::format("{}x{}x{} pixels from {} bytes is more than any image file of that size can hold", w, h, c,
+                       file.size());
   return {};
 }
 
@@ -40,7 +45,7 @@ std::string probe_problem(const std::string& bytes, ImageInfo& info) {
     return p || detail.empty() ? reason : detail;
   }
   info = {h, w, c};
-  return dims_problem(w, h, c);
+  return dims_problem(w, h, c, bytes);
 }
 
 // Full decode into `img`; the header is checked first, so an absurd size is refused before stb
@@ -52,8 +57,8 @@ std::string decode_problem(const std::string& bytes, Image* img) {
   std::string reason;
   std::unique_ptr<uint8_t, void (*)(uint8_t*)> p(stb::load(as_bytes(bytes), bytes.size(), w, h, c, reason),
                                                  stb::free_pixels);
-  if (!p) return reason;
-  if (std::string d = dims_problem(w, h, c); !d.empty()) return d;
+  if (!p) return reason.empty() ? "no image in the file" : reason;  // never an empty reason: that means success
+  if (std::string d = dims_problem(w, h, c, bytes); !d.empty()) return d;
   if (img) {
     img->height = h;
     img->width = w;
@@ -73,6 +78,13 @@ void check_encodable(const Image& image, const char* op) {
 }
 
 }  // namespace
+
+int64_t max_decoded_bytes_per_file_byte(const std::string& b) {
+  if (b.compare(0, 4, "\x89PNG") == 0) return int64_t{1} << 16;
+  if (b.compare(0, 4, "GIF8") == 0) return int64_t{1} << 14;
+  if (!b.empty() && static_cast<uint8_t>(b[0]) == 0xFF) return int64_t{1} << 13;  // JPEG, as stb tells it
+  return int64_t{1} << 9;  // BMP, TGA, PNM
+}
 
 std::string image_problem(const std::string& bytes, bool full) {
   ImageInfo info;

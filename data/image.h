@@ -33,6 +33,12 @@ struct Image {
 
 // Images with more pixels than this (height * width) are refused before any pixel buffer is allocated.
 inline constexpr int64_t kMaxImagePixels = int64_t{1} << 28;
+// Nor may a header claim more decoded bytes (height * width * channels) than a file of its size can
+// encode. Per byte of the file, at most: PNG 65536 (1-bit paletted rows at deflate's 1032:1, expanded
+// to RGBA, need 33024), GIF 16384 (LZW stays near 11000), JPEG 8192 (a complete file stays near 3000),
+// BMP, TGA and PNM 512 (TGA's run-length packets: 256). A 100-byte file claiming 16384 x 16384 pixels
+// is refused before stb allocates a gigabyte or spends seconds decoding zeros.
+int64_t max_decoded_bytes_per_file_byte(const std::string& bytes);
 
 // Size and channel count from the header only (cheap; nothing is decoded).
 struct ImageInfo {
@@ -44,6 +50,8 @@ struct ImageInfo {
 // Decodes an image file held in memory. `what` names the source in errors:
 //   "decode_image: cannot decode 'cat.png': <stb's reason, e.g. Corrupt PNG>"
 //   "decode_image: cannot decode 'big.png': 100000x100000 pixels is more than the limit of 268435456"
+//   "decode_image: cannot decode 'x.gif': 16384x16384x4 pixels from 35 bytes is more than any image
+//    file of that size can hold"
 Image decode_image(const std::string& bytes, const std::string& what = "<memory>");
 // read_file + decode_image; errors name the path.
 Image load_image(const std::string& path);

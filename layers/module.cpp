@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <set>
 #include <sstream>
+#include <string_view>
+#include <unordered_map>
 
 namespace tapegrad::nn {
 
@@ -245,9 +247,13 @@ LoadStateDictResult Module::load_state_dict(const NamedTensors& state_in, bool s
   LoadStateDictResult result;
   std::vector<std::string> mismatches;
   std::set<std::string> used;
-  // (Lookups by a named key: clang before 16 cannot capture a structured binding in a lambda.)
+  // The checkpoint's entries by name (the first of equal names), so that loading stays linear in the
+  // number of entries however many a file holds.
+  std::unordered_map<std::string_view, size_t> by_name;
+  for (size_t i = 0; i < state.size(); ++i) by_name.try_emplace(state[i].first, i);
   auto find = [&](const std::string& key) {
-    return std::find_if(state.begin(), state.end(), [&](const auto& p) { return p.first == key; });
+    auto f = by_name.find(key);
+    return f == by_name.end() ? state.end() : state.begin() + static_cast<std::ptrdiff_t>(f->second);
   };
   for (auto& [key, target] : own) {
     auto it = find(key);

@@ -225,6 +225,72 @@ TEST_CASE("corrupt, truncated, unknown and absurdly large files throw naming the
   REQUIRE_ERROR(decode_image(huge, "huge.pgm"),
                 "decode_image: cannot decode 'huge.pgm': 70000x70000 pixels is more than the limit of 268435456");
   REQUIRE(image_problem(huge) == "70000x70000 pixels is more than the limit of 268435456");
+  // Headers within those limits that claim far more pixels than the file's bytes can encode: refused
+  // before stb allocates them (16384 x 16384 x 4 would be a gigabyte).
+  std::string claims = png;
+  const unsigned char side[4] = {0x00, 0x00, 0x40, 0x00};  // 16384 big-endian
+  std::memcpy(&claims[16], side, 4);
+  std::memcpy(&claims[20], side, 4);
+  REQUIRE_ERROR(decode_image(claims, "claims.png"),
+                fmt::format("decode_image: cannot decode 'claims.png': 16384x16384x{} pixels from {} bytes is more than any "
+                            "image file of that size can hold", probe_image(png).channels, claims.size()));
+  // A GIF whose 1x1 frame sits on a 16384 x 16384 canvas.
+  const std::string gif("GIF89a\x00\x40\x00\x40\x80\x00\x00\xff\xff\xff\x00\x00\x00"
+                        ",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00;", 35);
+  REQUIRE_ERROR(decode_image(gif, "canvas.gif"), "decode_image: cannot decode 'canvas.gif': 16384x16384x4 pixels from 35 "
+                                                 "bytes is more than any image file of that size can hold");
+  // An uncompressed 16-bit TGA of 65496 x 224 pixels cut to 768 bytes: stb would spend seconds decoding
+  // zeros past the end (found by fuzz_image); its formats hold at most 512 decoded bytes per file byte.
+  const std::string tga = std::string("\0\0\x02\0\0\0\0\0\0\0\0\0\xd8\xff\xe0\0\x10\0", 18) + std::string(750, '\0');
+  REQUIRE_ERROR(decode_image(tga, "cut.tga"), "decode_image: cannot decode 'cut.tga': 65496x224x3 pixels from 768 bytes "
+                                              "is more than any image file of that size can hold");
+  // Inputs that would make Debian's stb_image misbehave are refused before it sees them (found by
+  // fuzz_image): a JPEG Huffman table of more than 256 codes (stb writes past its tables) and a PNG
+  // IDAT chunk longer than the file (stb allocates the declared length first).
+  Image rgb(9, 17, 3);
+  std::string jpg = encode_jpg(rgb);
+  const size_t dht = jpg.find("\xff\xc4");
+  REQUIRE(dht != std::string::npos);
+  REQUIRE_NOTHROW(decode_image(jpg));
+  jpg[dht + 5] = '\xff';  // the first of the 16 code counts of the first table
+  jpg[dht + 6] = '\xff';
+  REQUIRE_ERROR(decode_image(jpg, "dht.jpg"), "decode_image: cannot decode 'dht.jpg': Corrupt JPEG");
+  std::string idat = encode_png(rgb);
+  const size_t chunk = idat.find("IDAT");
+  REQUIRE(chunk != std::string::npos);
+  idat.replace(chunk - 4, 4, std::string("\x7f\xff\xff\xff", 4));
+  REQUIRE_ERROR(decode_image(idat, "idat.png"), "decode_image: cannot decode 'idat.png': Corrupt PNG");
+  // A PNM header number past int overflowed in stb (found by fuzz_image).
+  REQUIRE_ERROR(decode_image("P5\n3155555555 2\n255\n" + std::string(8, '\0'), "big.pgm"),
+                "decode_image: cannot decode 'big.pgm': Corrupt PNM: a header number overflows");
+  REQUIRE_ERROR(decode_image("P6 2 # comment\n 2147483648\n" + std::string(8, '\0'), "max.ppm"),
+                "decode_image: cannot decode 'max.ppm': Corrupt PNM: a header number overflows");
+  // A JPEG without Huffman tables fails the same way every time: stb's decoder state is zeroed, not
+  // left with the tables of whatever the heap held (an earlier decode's, say; found by fuzz_image).
+  const std::string good = encode_jpg(rgb);
+  std::string no_dht = good.substr(0, 2);
+  for (size_t i = 2; i + 4 <= good.size();) {  // header segments up to the scan, all but DHT
+    const size_t len = static_cast<size_t>(static_cast<uint8_t>(good[i + 2]) << 8 | static_cast<uint8_t>(good[i + 3]));
+    const bool scan = static_cast<uint8_t>(good[i + 1]) == 0xDA;
+    if (static_cast<uint8_t>(good[i + 1]) != 0xC4) no_dht += good.substr(i, scan ? std::string::npos : len + 2);
+    if (scan) break;
+    i += len + 2;
+  }
+  const std::string first = image_problem(no_dht, true);
+  REQUIRE_FALSE(first.empty());
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE_NOTHROW(decode_image(good));
+    REQUIRE(image_problem(no_dht, true) == first);
+  }
+  // A GIF that ends before its first frame: stb fails without a reason, which once passed for success
+  // and gave an empty Image (found by fuzz_image).
+  const std::string frameless("GIF89a\x01\x00\x14\x2c\x80\xff\x00\x00\x02\x14,\x00\x00,\x00\x00\x00\x00\x01\x00"
+                              "D\x01\x00;", 30);
+  REQUIRE(probe_image(frameless).width == 1);
+  REQUIRE_ERROR(decode_image(frameless, "empty.gif"), "decode_image: cannot decode 'empty.gif': no image in the file");
+  REQUIRE(max_decoded_bytes_per_file_byte(png) == 65536);
+  REQUIRE(max_decoded_bytes_per_file_byte(gif) == 16384);
+  REQUIRE(max_decoded_bytes_per_file_byte(tga) == 512);
   REQUIRE(image_problem(png).empty());
   REQUIRE(image_problem(png.substr(0, 100)).empty());          // the header alone looks fine
   REQUIRE_FALSE(image_problem(png.substr(0, 100), true).empty());  // a full decode does not
@@ -683,6 +749,13 @@ TEST_CASE("truncated and corrupt IDX files give clear errors") {
   // Empty, but with strides past int64 (found by fuzz_idx).
   REQUIRE_ERROR(parse_idx(std::string("\0\0\x08\x03\xff\xff\xff\xff\xff\xff\xff\xff\0\0\0\0", 16), "a"),
                 "read_idx: 'a' has an impossible shape (4294967295, 4294967295, 0)");
+  // Strides that fit, but not once a float64 tensor multiplies them by 8 (found by fuzz_idx): every
+  // array read converts to a tensor of any dtype.
+  REQUIRE_ERROR(parse_idx(std::string("\0\0\x08\x04\0\x01\0\0\x02\0\0\0\0\x08\0\0\0\0\0\0", 20), "a"),
+                "read_idx: 'a' has an impossible shape (65536, 33554432, 524288, 0)");
+  REQUIRE(parse_idx(std::string("\0\0\x08\x04\0\x01\0\0\x02\0\0\0\0\x04\0\0\0\0\0\0", 20), "a")
+              .to_tensor(DType::Float64)
+              .numel() == 0);
   const std::string gz = gzip_compress(raw);
   REQUIRE_ERROR(parse_idx(gz.substr(0, gz.size() - 10), "a.gz"), "read_idx: 'a.gz': truncated gzip data");
   std::string corrupt = gz;

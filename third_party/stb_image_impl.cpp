@@ -14,6 +14,13 @@
 #define STBI_NO_LINEAR
 #define STBI_NO_STDIO
 #define STBI_FAILURE_USERMSG
+// Every allocation zeroed: Debian's stb_image (2.27) does not clear its JPEG decoder state, so Huffman
+// and quantization tables a file never defines are whatever the heap held before, and the same bytes
+// decode differently from one call to the next (found by fuzz_image; cleared upstream since 2.28).
+// calloc of a large pixel buffer costs nothing extra (fresh pages are zero).
+#define STBI_MALLOC(size) calloc(1, size)
+#define STBI_REALLOC(p, size) realloc(p, size)
+#define STBI_FREE(p) free(p)
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 
@@ -65,12 +72,120 @@ unsigned char* zlib_compress(unsigned char* data, int data_len, int* out_len, in
 namespace tapegrad::stb {
 
 namespace {
+// stb's reason for the call just made. Some failures set none (a GIF that ends before its first frame
+// just returns null), so the reason is cleared before each call: a stale one from an earlier failure
+// on this thread, or none at all, must never pass for a reason (or for success).
+void clear_failure_reason() { stbi__g_failure_reason = nullptr; }
 const char* failure_reason() {
   const char* r = stbi_failure_reason();  // thread-local in stb >= 2.26
-  return r ? r : "unknown error";
+  return r && *r ? r : "no image in the file";
 }
 
 bool fits_int(size_t size) { return size <= static_cast<size_t>(std::numeric_limits<int>::max()); }
+
+// Guards against bugs of Debian's stb_image (2.27, from 2022), found by fuzz_image: inputs that would
+// make it write out of bounds are refused before it sees them, with the message it would give.
+//
+// JPEG: a DHT segment whose 16 code counts add up to more than 256 makes stbi__build_huffman write
+// past its 257-entry size table and stbi__process_marker past the 256 symbol values (checked upstream
+// since 2.28). Every DHT stb could read is checked: among the header segments, walked by their
+// lengths as stb walks them, and from the first scan on every 0xFF (0xFF...) 0xC4, since stb resumes
+// after a scan at the first 0xFF byte wherever its decoding stopped (entropy-coded data escapes its
+// own 0xFF bytes, so a legitimate file has no such pair there that is not a marker).
+bool jpeg_huffman_tables_ok(const uint8_t* p, size_t n) {
+  if (n < 2 || p[0] != 0xFF) return true;  // not a JPEG (stb finds its SOI marker at byte 0)
+  auto get = [&](size_t i) -> unsigned { return i < n ? p[i] : 0u; };  // stb reads zeros past the end
+  // The tables of a DHT segment whose length field is at `i`, read as stbi__process_marker reads them.
+  auto dht_ok = [&](size_t i) {
+    long left = static_cast<long>(get(i) << 8 | get(i + 1)) - 2;
+    i += 2;
+    while (left > 0 && i < n) {
+      const unsigned q = get(i++);
+      if ((q >> 4) > 1 || (q & 15) > 3) return true;  // stb stops: "bad DHT header"
+      unsigned count = 0;
+      for (int k = 0; k < 16; ++k) count += get(i++);
+      if (count > 256) return false;
+      left -= 17 + static_cast<long>(count);
+      i += count;
+    }
+    return true;
+  };
+  size_t i = 0;
+  while (i < n) {  // header segments, up to the first scan
+    if (p[i] != 0xFF) {
+      ++i;
+      continue;
+    }
+    while (i < n && p[i] == 0xFF) ++i;
+    if (i >= n) return true;
+    const unsigned m = p[i++];
+    if (m == 0xD8 || m == 0x01 || m == 0x00 || (m >= 0xD0 && m <= 0xD7)) continue;  // no length follows
+    if (m == 0xD9) return true;                                                      // end of image
+    if (m == 0xC4 && !dht_ok(i)) return false;
+    if (m == 0xDA) break;
+    i += get(i) << 8 | get(i + 1);
+  }
+  for (; i + 1 < n; ++i) {  // from the first scan on
+    if (p[i] != 0xFF) continue;
+    size_t j = i + 1;
+    while (j < n && p[j] == 0xFF) ++j;
+    if (j < n && p[j] == 0xC4 && !dht_ok(j + 1)) return false;
+  }
+  return true;
+}
+
+// PNG: stb grows its buffer for the compressed data to an IDAT chunk's declared length before reading
+// the chunk, so a 100-byte file declaring a 2 GB chunk makes it allocate 2 GB. The chunks are walked as
+// stb walks them (length, type, data, CRC) and an IDAT longer than what is left of the file is refused;
+// stb would fail on it anyway, after the allocation.
+bool png_chunk_lengths_ok(const uint8_t* p, size_t n) {
+  if (n < 8 || std::memcmp(p, "\x89PNG\r\n\x1a\n", 8) != 0) return true;
+  auto be32 = [&](size_t i) {
+    return uint32_t{p[i]} << 24 | uint32_t{p[i + 1]} << 16 | uint32_t{p[i + 2]} << 8 | uint32_t{p[i + 3]};
+  };
+  constexpr uint32_t kIDAT = 0x49444154, kIEND = 0x49454e44;
+  size_t i = 8;
+  while (n - i >= 8) {
+    const uint32_t length = be32(i), type = be32(i + 4);
+    i += 8;
+    if (length > n - i) return type != kIDAT;  // stb runs out of data here
+    if (type == kIEND) return true;
+    i += length;
+    if (n - i < 4) return true;
+    i += 4;  // CRC
+  }
+  return true;
+}
+
+// PNM: stbi__pnm_getinteger multiplies by 10 per digit without a check, so a header number of ten
+// or more digits overflows int (undefined behaviour; checked upstream since 2.28). The three header
+// numbers are read as stb reads them (whitespace and # comments between them) and must fit in int.
+bool pnm_header_integers_ok(const uint8_t* p, size_t n) {
+  if (n < 2 || p[0] != 'P' || (p[1] != '5' && p[1] != '6')) return true;
+  auto space = [](unsigned c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
+  size_t i = 2;
+  for (int field = 0; field < 3; ++field) {  // width, height, maximum value
+    for (;;) {
+      while (i < n && space(p[i])) ++i;
+      if (i >= n || p[i] != '#') break;
+      while (i < n && p[i] != '\n' && p[i] != '\r') ++i;
+    }
+    uint64_t value = 0;
+    for (; i < n && p[i] >= '0' && p[i] <= '9'; ++i) {
+      value = value * 10 + (p[i] - '0');
+      if (value > static_cast<uint64_t>(std::numeric_limits<int>::max())) return false;
+    }
+  }
+  return true;
+}
+
+// Null when stb may be given these bytes, else the reason to refuse them (in stb's words where it has some).
+const char* known_stb_bug(const uint8_t* bytes, size_t size) {
+  if (!jpeg_huffman_tables_ok(bytes, size)) return "Corrupt JPEG";
+  if (!png_chunk_lengths_ok(bytes, size)) return "Corrupt PNG";
+  if (!pnm_header_integers_ok(bytes, size)) return "Corrupt PNM: a header number overflows";
+  return nullptr;
+}
 
 void append(void* context, void* data, int size) {
   static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
@@ -82,6 +197,11 @@ bool info(const uint8_t* bytes, size_t size, int& width, int& height, int& chann
     reason = "file too large";
     return false;
   }
+  if (const char* bug = known_stb_bug(bytes, size)) {
+    reason = bug;
+    return false;
+  }
+  clear_failure_reason();
   if (!stbi_info_from_memory(bytes, static_cast<int>(size), &width, &height, &channels)) {
     reason = failure_reason();
     return false;
@@ -94,6 +214,11 @@ uint8_t* load(const uint8_t* bytes, size_t size, int& width, int& height, int& c
     reason = "file too large";
     return nullptr;
   }
+  if (const char* bug = known_stb_bug(bytes, size)) {
+    reason = bug;
+    return nullptr;
+  }
+  clear_failure_reason();
   uint8_t* p = stbi_load_from_memory(bytes, static_cast<int>(size), &width, &height, &channels, 0);
   if (!p) reason = failure_reason();
   return p;
