@@ -20,9 +20,12 @@
 // ---- layers (namespace tapegrad::nn) ----
 #include "layers/activation.h"
 #include "layers/container.h"
+#include "layers/conv.h"
 #include "layers/init.h"
 #include "layers/linear.h"
+#include "layers/loss.h"
 #include "layers/module.h"
+#include "layers/normalization.h"
 #include "layers/rnn.h"
 
 // ---- optimizers, learning-rate schedulers, gradient clipping (namespace tapegrad::optim) ----
@@ -40,3 +43,4 @@
 // ---- distributed training (namespace tapegrad::dist) ----
 #include "dist/ddp.h"
 #include "dist/process_group.h"
+#include "dist/sync_batch_norm.h"
