@@ -23,6 +23,7 @@
 #include <tapegrad/optim/sgd.h>
 
 #include <CLI/CLI.hpp>
+#include <common/models.h>
 #include <common/report.h>
 #include <fmt/core.h>
 #include <omp.h>
@@ -34,32 +35,7 @@
 using namespace tapegrad;
 namespace fs = std::filesystem;
 
-// The documents' CNNWithBatchNorm / CNNWithInstanceNorm, with the normalization chosen by name.
-struct CNN : nn::Module {
-  nn::ModuleRef<nn::Conv2d> conv1;
-  nn::ModuleRef<nn::Module> bn1;
-  nn::ModuleRef<nn::ReLU> relu;
-  nn::ModuleRef<nn::MaxPool2d> pool;
-  nn::ModuleRef<nn::Linear> fc;
-
-  explicit CNN(const std::string& norm, int64_t num_classes = 10) : Module("CNN") {
-    conv1 = register_module("conv1", std::make_shared<nn::Conv2d>(3, 64, nn::Conv2dOptions{.kernel_size = 3, .padding = 1}));
-    nn::ModulePtr n;
-    if (norm == "bn") n = std::make_shared<nn::BatchNorm2d>(64);
-    else if (norm == "in") n = std::make_shared<nn::InstanceNorm2d>(64);
-    else if (norm == "gn") n = std::make_shared<nn::GroupNorm>(32, 64);
-    else if (norm == "sync") n = std::make_shared<dist::SyncBatchNorm>(64);
-    else fail("train_cnn: --model must be bn, in, gn or sync, got '{}'", norm);
-    bn1 = register_module("bn1", n);
-    relu = register_module("relu", std::make_shared<nn::ReLU>());
-    pool = register_module("pool", std::make_shared<nn::MaxPool2d>(2));
-    fc = register_module("fc", std::make_shared<nn::Linear>(64 * 16 * 16, num_classes));
-  }
-  Tensor forward(const Tensor& x) override {
-    Tensor h = pool(relu(bn1(conv1(x))));
-    return fc(h.view({-1, 64 * 16 * 16}));
-  }
-};
+using examples::CNN;
 
 namespace {
 
