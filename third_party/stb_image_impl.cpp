@@ -92,9 +92,15 @@ bool fits_int(size_t size) { return size <= static_cast<size_t>(std::numeric_lim
 // lengths as stb walks them, and from the first scan on every 0xFF (0xFF...) 0xC4, since stb resumes
 // after a scan at the first 0xFF byte wherever its decoding stopped (entropy-coded data escapes its
 // own 0xFF bytes, so a legitimate file has no such pair there that is not a marker).
-bool jpeg_huffman_tables_ok(const uint8_t* p, size_t n) {
-  if (n < 2 || p[0] != 0xFF) return true;  // not a JPEG (stb finds its SOI marker at byte 0)
+//
+// A scan that uses a Huffman table no DHT before it defined is refused too: stb decodes it with an
+// empty table, every code reading as symbol 0, and returns a flat grey picture as if the file were
+// fine (stb's own state is zeroed by STBI_MALLOC above, so this used to depend on the heap instead).
+const char* jpeg_huffman_problem(const uint8_t* p, size_t n) {
+  if (n < 2 || p[0] != 0xFF) return nullptr;  // not a JPEG (stb finds its SOI marker at byte 0)
   auto get = [&](size_t i) -> unsigned { return i < n ? p[i] : 0u; };  // stb reads zeros past the end
+  bool defined[2][4] = {};  // [DC = 0, AC = 1][table id]
+  bool progressive = false;
   // The tables of a DHT segment whose length field is at `i`, read as stbi__process_marker reads them.
   auto dht_ok = [&](size_t i) {
     long left = static_cast<long>(get(i) << 8 | get(i + 1)) - 2;
@@ -105,11 +111,30 @@ bool jpeg_huffman_tables_ok(const uint8_t* p, size_t n) {
       unsigned count = 0;
       for (int k = 0; k < 16; ++k) count += get(i++);
       if (count > 256) return false;
+      defined[q >> 4][q & 15] = true;
       left -= 17 + static_cast<long>(count);
       i += count;
     }
     return true;
   };
+  // The scan header whose length field is at `i`: every table it decodes with must exist. Sequential
+  // scans use a DC and an AC table per component; progressive ones the DC table in a first DC scan and
+  // the AC table in AC scans (DC refinement reads raw bits).
+  auto sos_ok = [&](size_t i) {
+    const unsigned ns = get(i + 2);
+    if (ns < 1 || ns > 4) return true;  // stb refuses it: "bad SOS component count"
+    const size_t spectral = i + 3 + 2 * ns;
+    const unsigned ss = get(spectral), ah = get(spectral + 2) >> 4;
+    for (unsigned c = 0; c < ns; ++c) {
+      const unsigned tables = get(i + 4 + 2 * c), dc = tables >> 4, ac = tables & 15;
+      if (dc > 3 || ac > 3) return true;  // stb refuses it: "bad huffman table"
+      const bool need_dc = !progressive || (ss == 0 && ah == 0), need_ac = !progressive || ss != 0;
+      if ((need_dc && !defined[0][dc]) || (need_ac && !defined[1][ac])) return false;
+    }
+    return true;
+  };
+  constexpr const char* kCorrupt = "Corrupt JPEG";
+  constexpr const char* kUndefined = "Corrupt JPEG: a scan uses a Huffman table the file does not define";
   size_t i = 0;
   while (i < n) {  // header segments, up to the first scan
     if (p[i] != 0xFF) {
@@ -117,21 +142,26 @@ bool jpeg_huffman_tables_ok(const uint8_t* p, size_t n) {
       continue;
     }
     while (i < n && p[i] == 0xFF) ++i;
-    if (i >= n) return true;
+    if (i >= n) return nullptr;
     const unsigned m = p[i++];
     if (m == 0xD8 || m == 0x01 || m == 0x00 || (m >= 0xD0 && m <= 0xD7)) continue;  // no length follows
-    if (m == 0xD9) return true;                                                      // end of image
-    if (m == 0xC4 && !dht_ok(i)) return false;
-    if (m == 0xDA) break;
+    if (m == 0xD9) return nullptr;                                                   // end of image
+    if (m == 0xC2) progressive = true;
+    if (m == 0xC4 && !dht_ok(i)) return kCorrupt;
+    if (m == 0xDA) {
+      if (!sos_ok(i)) return kUndefined;
+      break;
+    }
     i += get(i) << 8 | get(i + 1);
   }
   for (; i + 1 < n; ++i) {  // from the first scan on
     if (p[i] != 0xFF) continue;
     size_t j = i + 1;
     while (j < n && p[j] == 0xFF) ++j;
-    if (j < n && p[j] == 0xC4 && !dht_ok(j + 1)) return false;
+    if (j < n && p[j] == 0xC4 && !dht_ok(j + 1)) return kCorrupt;
+    if (j < n && p[j] == 0xDA && !sos_ok(j + 1)) return kUndefined;
   }
-  return true;
+  return nullptr;
 }
 
 // PNG: stb grows its buffer for the compressed data to an IDAT chunk's declared length before reading
@@ -179,10 +209,12 @@ bool pnm_header_integers_ok(const uint8_t* p, size_t n) {
   return true;
 }
 
-// Null when stb may be given these bytes, else the reason to refuse them (in stb's words where it has some).
-const char* known_stb_bug(const uint8_t* bytes, size_t size) {
-  if (!jpeg_huffman_tables_ok(bytes, size)) return "Corrupt JPEG";
-  if (!png_chunk_lengths_ok(bytes, size)) return "Corrupt PNG";
+// Null when stb may be given these bytes, else the reason to refuse them (in stb's words where it has
+// some). Reading the header alone (`decoding` false) never touches IDAT chunks, so a file cut short
+// in its pixel data still probes as fine.
+const char* known_stb_bug(const uint8_t* bytes, size_t size, bool decoding) {
+  if (const char* jpeg = jpeg_huffman_problem(bytes, size)) return jpeg;
+  if (decoding && !png_chunk_lengths_ok(bytes, size)) return "Corrupt PNG";
   if (!pnm_header_integers_ok(bytes, size)) return "Corrupt PNM: a header number overflows";
   return nullptr;
 }
@@ -197,7 +229,7 @@ bool info(const uint8_t* bytes, size_t size, int& width, int& height, int& chann
     reason = "file too large";
     return false;
   }
-  if (const char* bug = known_stb_bug(bytes, size)) {
+  if (const char* bug = known_stb_bug(bytes, size, false)) {
     reason = bug;
     return false;
   }
@@ -214,7 +246,7 @@ uint8_t* load(const uint8_t* bytes, size_t size, int& width, int& height, int& c
     reason = "file too large";
     return nullptr;
   }
-  if (const char* bug = known_stb_bug(bytes, size)) {
+  if (const char* bug = known_stb_bug(bytes, size, true)) {
     reason = bug;
     return nullptr;
   }
