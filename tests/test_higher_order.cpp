@@ -68,6 +68,24 @@ TEST_CASE("second-order gradcheck: conv2d, pooling and the normalizations") {
   REQUIRE(gradgradcheck([](const Inputs& v) { return group_norm(v[0], 2, v[1], v[2]); }, {x, g, beta}));
 }
 
+TEST_CASE("second-order gradcheck: views, shape ops, indexing and embedding") {
+  // Each op's output is squared so that the second derivative is not identically zero.
+  Tensor a = testing::randn64({3, 4}, 81), b = testing::randn64({3, 4}, 82);
+  REQUIRE(gradgradcheck([](const Inputs& x) { return x[0].t().reshape({2, 6}).slice(1, 1, 5).pow(2.0); }, {a}));
+  REQUIRE(gradgradcheck([](const Inputs& x) { return x[0].unsqueeze(0).expand({2, 3, 4}).permute({2, 0, 1}).pow(2.0); },
+                        {a}));
+  REQUIRE(gradgradcheck([](const Inputs& x) { return cat({x[0], x[1]}, 1).pow(2.0) + stack({x[0], x[1]}).sum(); },
+                        {a, b}));
+  const Tensor rows = Tensor::of({2, 0, 2}, {.dtype = kInt64});
+  const Tensor idx = Tensor::of({{0, 2, 1, 0}, {2, 2, 0, 1}}, {.dtype = kInt64});
+  REQUIRE(gradgradcheck([&](const Inputs& x) { return index_select(x[0], 0, rows).pow(2.0); }, {a}));
+  REQUIRE(gradgradcheck([&](const Inputs& x) { return gather(x[0], 0, idx).pow(2.0); }, {a}));
+  REQUIRE(gradgradcheck([&](const Inputs& x) { return scatter_add(x[0], 0, idx, x[1]).pow(2.0); }, {a, b}));
+  REQUIRE(gradgradcheck([&](const Inputs& x) { return embedding(x[0], rows).pow(2.0); }, {a}));
+  const Tensor target = Tensor::of({1, 0, 3}, {.dtype = kInt64});
+  REQUIRE(gradgradcheck([&](const Inputs& x) { return nll_loss(log_softmax(x[0], 1), target); }, {a}));
+}
+
 TEST_CASE("a gradient penalty on an MLP: second-order gradcheck and a training step") {
   // f(x; W1, b1, W2, b2) = W2 tanh(W1 x + b1) + b2; penalty = sum((d f.sum() / d x)^2).
   Tensor x = testing::randn64({4, 3}, 51), w1 = testing::randn64({6, 3}, 52), b1 = testing::randn64({6}, 53);
