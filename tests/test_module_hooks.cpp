@@ -9,6 +9,7 @@
 #include <tapegrad/layers/linear.h>
 #include <tapegrad/layers/module.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -236,4 +237,53 @@ TEST_CASE("the module path of a node follows nesting through Sequential") {
   REQUIRE(nodes[1]->where == "Sequential.head (LogHead)");
   REQUIRE(nodes[2]->where == "");
   REQUIRE(autograd::forward_scope().empty());
+}
+
+TEST_CASE("module hooks match PyTorch's: pre-hook, full backward hooks, a replaced grad_input") {
+  const testing::Fixture fx("module_hooks.safetensors");
+  auto fc1 = std::make_shared<nn::Linear>(3, 4), fc2 = std::make_shared<nn::Linear>(4, 2);
+  fc1->to(kFloat64);
+  fc2->to(kFloat64);
+  fc1->load_state_dict({{"weight", fx["fc1.weight"]}, {"bias", fx["fc1.bias"]}});
+  fc2->load_state_dict({{"weight", fx["fc2.weight"]}, {"bias", fx["fc2.bias"]}});
+  std::vector<std::string> order;
+  std::map<std::string, std::pair<Tensor, Tensor>> seen;
+  auto record = [&](const std::string& name, double scale) {
+    return [&, name, scale](nn::Module&, const Tensor& gin, const Tensor& gout) {
+      order.push_back(name);
+      seen[name] = {gin.detach().clone(), gout.detach().clone()};
+      return scale != 1.0 ? gin * scale : Tensor();
+    };
+  };
+  fc2->register_forward_pre_hook([](nn::Module&, const Tensor& x) { return x * 2.0; });
+  auto h1 = fc1->register_full_backward_hook(record("fc1", 0.5));
+  auto h2 = fc2->register_full_backward_hook(record("fc2", 1.0));
+  Tensor x = fx["x"].clone().requires_grad_();
+  Tensor out = (*fc2)((*fc1)(x).tanh());
+  testing::require_close(out, fx["out"]);
+  (out * fx["v"]).sum().backward();
+  REQUIRE(order == std::vector<std::string>{"fc2", "fc1"});
+  for (const std::string name : {"fc1", "fc2"}) {
+    INFO(name);
+    testing::require_close(seen[name].first, fx[name + ".grad_input"]);
+    testing::require_close(seen[name].second, fx[name + ".grad_output"]);
+  }
+  testing::require_close(x.grad(), fx["x.grad"]);
+  testing::require_close(fc1->weight.grad(), fx["fc1.weight.grad"]);
+  testing::require_close(fc1->bias.grad(), fx["fc1.bias.grad"]);
+  testing::require_close(fc2->weight.grad(), fx["fc2.weight.grad"]);
+  testing::require_close(fc2->bias.grad(), fx["fc2.bias.grad"]);
+  h1.remove();
+  h2.remove();
+
+  // An input that does not require grad: the hook runs once, grad_input undefined (PyTorch's None).
+  int calls = 0;
+  fc1->register_full_backward_hook([&](nn::Module&, const Tensor& gin, const Tensor& gout) {
+    ++calls;
+    REQUIRE_FALSE(gin.defined());
+    testing::require_close(gout, fx["nograd.grad_output"]);
+    return Tensor();
+  });
+  (*fc1)(fx["x"]).sum().backward();
+  REQUIRE(calls == 1);
 }
