@@ -9,6 +9,7 @@
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 namespace tapegrad::autograd {
 
@@ -16,6 +17,7 @@ namespace {
 thread_local bool t_grad_enabled = true;
 thread_local bool t_anomaly = false;
 thread_local bool t_profiling = false;
+thread_local std::string t_scope;
 // Execution order across threads: a graph built by several threads still replays correctly.
 std::atomic<uint64_t> g_next_seq{0};
 
@@ -35,6 +37,10 @@ bool anomaly_enabled() { return t_anomaly; }
 void set_anomaly_enabled(bool on) { t_anomaly = on; }
 bool profiling_enabled() { return t_profiling; }
 void set_profiling_enabled(bool on) { t_profiling = on; }
+
+ForwardScope::ForwardScope(std::string where) : prev_(std::exchange(t_scope, std::move(where))) {}
+ForwardScope::~ForwardScope() { t_scope = std::move(prev_); }
+const std::string& forward_scope() { return t_scope; }
 
 void Node::release() {
   saved.clear();
@@ -126,7 +132,7 @@ std::shared_ptr<Node> record(std::string name, const std::vector<Tensor>& inputs
     }
     node->saved.push_back(std::move(st));
   }
-  if (t_anomaly) node->where = fmt::format("the forward call #{} of {}", node->seq, node->name);
+  if (t_anomaly) node->where = t_scope;
   return node;
 }
 
@@ -175,15 +181,25 @@ void accumulate_into_leaf(TensorImpl& leaf, Tensor g, bool create_graph) {
   }
 }
 
-void check_finite(const Node& n, const Tensor& g, size_t i) {
+// Anomaly mode: the gradient a backward produced for input i must be finite. `index` and `count`
+// place the node in the tape being replayed.
+void check_finite(const Node& n, const Tensor& g, size_t i, size_t index, size_t count) {
   if (!g.defined() || !is_floating(g.dtype())) return;
   const auto v = g.to_vector<double>();
-  for (double x : v) {
-    if (!std::isfinite(x)) {
-      fail("{}: backward returned {} values in its {}th output{}.", n.name, std::isnan(x) ? "nan" : "inf", i,
-           n.where.empty() ? "" : fmt::format(" (recorded at {})", n.where));
+  size_t bad = 0, first = v.size();
+  bool nan = false;
+  for (size_t k = 0; k < v.size(); ++k) {
+    if (std::isfinite(v[k])) continue;
+    if (bad++ == 0) {
+      first = k;
+      nan = std::isnan(v[k]);
     }
   }
+  if (bad == 0) return;
+  fail("autograd anomaly: the backward of '{}' (node {} of {}, recorded {}) produced {} in the gradient of its input {} "
+       "(shape {}, {} of {} values not finite, the first at flat index {})",
+       n.name, index, count, n.where.empty() ? "outside any module" : fmt::format("in {} forward", n.where),
+       nan ? "nan" : "inf", i, shape_str(g.shape()), bad, v.size(), first);
 }
 
 struct Capture {
@@ -222,8 +238,11 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
   TG_CHECK(root_grads.empty() || root_grads.size() == roots.size(),
            "backward: got {} tensors and {} gradients", roots.size(), root_grads.size());
   std::unordered_map<const Node*, Grads> pending;
-  std::vector<std::pair<TensorImpl*, Tensor>> leaf_roots;
 
+  // A leaf's gradients are summed over the whole replay and accumulated into .grad once at the end, so
+  // its hooks run once per backward however many times the leaf was used.
+  std::vector<std::pair<std::shared_ptr<TensorImpl>, Tensor>> leaf_grads;
+  std::unordered_map<const TensorImpl*, size_t> leaf_slot;
   // Takes g by value: when the caller moves its last reference in, .grad can keep the buffer.
   auto deliver_leaf = [&](const std::shared_ptr<TensorImpl>& leaf, Tensor g) {
     if (capture) {
@@ -231,7 +250,11 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
       if (it != capture->leaves.end()) add_grad(capture->grads[it->second], g);
       return;
     }
-    accumulate_into_leaf(*leaf, std::move(g), create_graph);
+    auto [it, added] = leaf_slot.try_emplace(leaf.get(), leaf_grads.size());
+    if (added)
+      leaf_grads.emplace_back(leaf, std::move(g));
+    else
+      add_grad(leaf_grads[it->second].second, g);
   };
 
   for (size_t i = 0; i < roots.size(); ++i) {
@@ -264,7 +287,8 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
   std::optional<EnableGradGuard> with_grad;
   if (create_graph) with_grad.emplace(); else no_grad.emplace();
 
-  for (const auto& node : nodes) {
+  for (size_t pos = 0; pos < nodes.size(); ++pos) {
+    const auto& node = nodes[pos];
     auto it = pending.find(node.get());
     if (it == pending.end()) continue;  // no gradient reached this node
     Grads grads = std::move(it->second);
@@ -310,7 +334,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
       if (!e.valid() || !in_grads[i].defined()) continue;
       Tensor g = reduce_grad(in_grads[i], node->input_shapes[i], node->input_dtypes[i], node->name);
       in_grads[i] = Tensor();  // g may be the same tensor: drop this reference to it
-      if (t_anomaly) check_finite(*node, g, i);
+      if (t_anomaly) check_finite(*node, g, i, nodes.size() - 1 - pos, nodes.size());
       if (e.node) {
         Grads& slots = pending[e.node.get()];
         slots.resize(e.node->outputs.size());
@@ -321,6 +345,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
     }
     if (!retain_graph) node->release();
   }
+  for (auto& [leaf, g] : leaf_grads) accumulate_into_leaf(*leaf, std::move(g), create_graph);
 }
 
 }  // namespace

@@ -64,10 +64,38 @@ class EnableGradGuard {
   bool prev_;
 };
 
-// Anomaly mode (thread-local): nodes remember where in the forward they were recorded, and a NaN or
-// Inf produced in backward throws an error naming the op and that place.
+// Anomaly mode (thread-local): nodes remember where in the forward they were recorded (the module path
+// when recorded inside a Module's forward), and a NaN or Inf produced in backward throws
+//   autograd anomaly: the backward of 'log' (node 2 of 5, recorded in Net.head (LogHead) forward) produced nan ...
 bool anomaly_enabled();
 void set_anomaly_enabled(bool on);
+
+// RAII: anomaly mode on in this scope (torch.autograd.detect_anomaly).
+class DetectAnomalyGuard {
+ public:
+  DetectAnomalyGuard() : prev_(anomaly_enabled()) { set_anomaly_enabled(true); }
+  ~DetectAnomalyGuard() { set_anomaly_enabled(prev_); }
+  DetectAnomalyGuard(const DetectAnomalyGuard&) = delete;
+  DetectAnomalyGuard& operator=(const DetectAnomalyGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+// RAII (thread-local): the nodes recorded in this scope are "recorded in <where>" (anomaly mode only).
+// Module::operator() opens one per module, with its path: "Net.head (LogHead)".
+class ForwardScope {
+ public:
+  explicit ForwardScope(std::string where);
+  ~ForwardScope();
+  ForwardScope(const ForwardScope&) = delete;
+  ForwardScope& operator=(const ForwardScope&) = delete;
+
+ private:
+  std::string prev_;
+};
+// The innermost open ForwardScope ("" outside any).
+const std::string& forward_scope();
 
 // Profiling (thread-local): nodes accumulate the wall time of their backward.
 bool profiling_enabled();
@@ -113,7 +141,7 @@ class Node : public std::enable_shared_from_this<Node> {
   std::vector<SavedTensor> saved;
   BackwardFn backward;
   bool released = false;   // saved tensors freed by a backward without retain_graph
-  std::string where;       // anomaly mode: a description of the forward call site
+  std::string where;       // anomaly mode: the forward scope the node was recorded in ("" if none)
   double backward_ms = 0;  // profiling
   uint64_t backward_calls = 0;
 

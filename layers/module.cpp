@@ -3,6 +3,7 @@
 #include "../core/autograd.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string_view>
@@ -25,19 +26,130 @@ std::string quoted_list(const std::vector<std::string>& keys) {
 
 Tensor Module::forward(const Tensor&) { fail("{}: forward(const Tensor&) is not implemented", type_name_); }
 
-Tensor Module::operator()(const Tensor& x) {
-  Tensor out = forward(x);
-  for (auto& [id, hook] : forward_hooks_) hook(*this, x, out);
+namespace {
+
+// The modules whose forward is running on this thread, innermost last, with their paths (anomaly mode).
+struct Frame {
+  const Module* module;
+  std::string path;
+};
+thread_local std::vector<Frame> t_frames;
+
+// Pops the frame pushed by operator(), also when forward throws.
+struct FramePop {
+  bool active = false;
+  ~FramePop() {
+    if (active) t_frames.pop_back();
+  }
+};
+
+// Shared by the two identity nodes of one call with backward hooks.
+struct BackwardHookCall {
+  Module* module;
+  std::vector<BackwardHook> hooks;
+  Tensor grad_output;
+  bool input_requires_grad = false;
+};
+
+// Calls the hooks in registration order; each may replace grad_input.
+Tensor run_backward_hooks(BackwardHookCall& call, Tensor grad_input) {
+  for (const auto& hook : call.hooks) {
+    Tensor r = hook(*call.module, grad_input, call.grad_output);
+    if (r.defined()) grad_input = r;
+  }
+  return grad_input;
+}
+
+// An alias of x recorded as its own node, so that backward passes through `backward`.
+Tensor identity_node(const Tensor& x, autograd::BackwardFn backward) {
+  Tensor out = x.detach();
+  autograd::record("backward_hook", {x}, {out}, {}, std::move(backward));
   return out;
 }
 
-size_t Module::register_forward_hook(ForwardHook hook) {
-  forward_hooks_.emplace_back(next_hook_id_, std::move(hook));
-  return next_hook_id_++;
+}  // namespace
+
+void ModuleHooks::remove(size_t id) {
+  auto match = [id](const auto& h) { return h.first == id; };
+  std::erase_if(forward_pre, match);
+  std::erase_if(forward, match);
+  std::erase_if(backward, match);
 }
 
-void Module::remove_forward_hook(size_t id) {
-  std::erase_if(forward_hooks_, [id](const auto& h) { return h.first == id; });
+void HookHandle::remove() {
+  if (auto h = hooks_.lock()) h->remove(id_);
+  hooks_.reset();
+}
+
+Tensor Module::operator()(const Tensor& input) {
+  FramePop pop;
+  std::optional<autograd::ForwardScope> scope;
+  if (autograd::anomaly_enabled()) {
+    // The path from the outermost module running: "Net.head"; a module called outside its parent's
+    // forward is named by its type.
+    std::string path = type_name_;
+    if (!t_frames.empty()) {
+      const Frame& parent = t_frames.back();
+      for (const auto& [name, slot] : parent.module->children_)
+        if (slot->get() == this) path = parent.path + "." + name;
+    }
+    scope.emplace(t_frames.empty() ? path : fmt::format("{} ({})", path, type_name_));
+    t_frames.push_back({this, std::move(path)});
+    pop.active = true;
+  }
+  // Copies: a hook may remove itself.
+  const std::shared_ptr<ModuleHooks> hooks = hooks_;
+  Tensor x = input;
+  if (!hooks->forward_pre.empty()) {
+    auto pre = hooks->forward_pre;
+    for (auto& [id, hook] : pre) {
+      Tensor r = hook(*this, x);
+      if (r.defined()) x = r;
+    }
+  }
+  std::shared_ptr<BackwardHookCall> call;
+  if (!hooks->backward.empty() && autograd::grad_enabled()) {
+    call = std::make_shared<BackwardHookCall>();
+    call->module = this;
+    for (auto& [id, hook] : hooks->backward) call->hooks.push_back(hook);
+    call->input_requires_grad = x.defined() && x.requires_grad();
+    if (call->input_requires_grad) {
+      // Runs after every use of x inside forward delivered its gradient: the hooks see the total.
+      x = identity_node(x, [call](autograd::Context& ctx) -> autograd::Grads {
+        Tensor g = run_backward_hooks(*call, ctx.grad());
+        call->grad_output = Tensor();
+        return {g};
+      });
+    }
+  }
+  Tensor out = forward(x);
+  if (call && out.defined() && out.requires_grad()) {
+    out = identity_node(out, [call](autograd::Context& ctx) -> autograd::Grads {
+      call->grad_output = ctx.grad();
+      if (!call->input_requires_grad) run_backward_hooks(*call, Tensor());
+      return {ctx.grad()};
+    });
+  }
+  if (!hooks->forward.empty()) {
+    auto post = hooks->forward;
+    for (auto& [id, hook] : post) hook(*this, x, out);
+  }
+  return out;
+}
+
+HookHandle Module::register_forward_pre_hook(ForwardPreHook hook) {
+  hooks_->forward_pre.emplace_back(hooks_->next_id, std::move(hook));
+  return HookHandle(hooks_, hooks_->next_id++);
+}
+
+HookHandle Module::register_forward_hook(ForwardHook hook) {
+  hooks_->forward.emplace_back(hooks_->next_id, std::move(hook));
+  return HookHandle(hooks_, hooks_->next_id++);
+}
+
+HookHandle Module::register_full_backward_hook(BackwardHook hook) {
+  hooks_->backward.emplace_back(hooks_->next_id, std::move(hook));
+  return HookHandle(hooks_, hooks_->next_id++);
 }
 
 // ---- registration ----

@@ -63,7 +63,39 @@ struct LoadStateDictResult {
   std::vector<std::string> unexpected_keys;
 };
 
+// ---- hooks (torch.nn.Module's register_forward_pre_hook, register_forward_hook, register_full_backward_hook) ----
+// pre(module, input) before forward: a defined return value replaces the input.
+using ForwardPreHook = std::function<Tensor(Module& module, const Tensor& input)>;
+// post(module, input, output) after forward.
 using ForwardHook = std::function<void(Module& module, const Tensor& input, const Tensor& output)>;
+// backward(module, grad_input, grad_output) once the gradient of the module's input is known: grad_output
+// is the gradient of the loss with respect to the module's output, grad_input the one with respect to its
+// input (undefined when the input does not require grad). A defined return value replaces grad_input.
+// The module must outlive the backward of the graphs it recorded.
+using BackwardHook = std::function<Tensor(Module& module, const Tensor& grad_input, const Tensor& grad_output)>;
+
+// The hooks of one module, shared with the handles that can remove them.
+struct ModuleHooks {
+  std::vector<std::pair<size_t, ForwardPreHook>> forward_pre;
+  std::vector<std::pair<size_t, ForwardHook>> forward;
+  std::vector<std::pair<size_t, BackwardHook>> backward;
+  size_t next_id = 0;
+  void remove(size_t id);
+};
+
+// What register_*_hook returns: remove() unregisters the hook. Removing twice, or after the module is
+// gone, does nothing.
+class HookHandle {
+ public:
+  HookHandle() = default;
+  HookHandle(std::weak_ptr<ModuleHooks> hooks, size_t id) : hooks_(std::move(hooks)), id_(id) {}
+  void remove();
+  size_t id() const { return id_; }
+
+ private:
+  std::weak_ptr<ModuleHooks> hooks_;
+  size_t id_ = 0;
+};
 
 class Module : public std::enable_shared_from_this<Module> {
  public:
@@ -77,11 +109,15 @@ class Module : public std::enable_shared_from_this<Module> {
   // The single-tensor forward that Sequential and ModuleRef call. Modules with other signatures
   // (losses, LSTM) add their own overloads.
   virtual Tensor forward(const Tensor& x);
-  // forward() with the registered forward hooks run after it.
+  // forward() with the registered hooks around it: forward pre-hooks, forward, forward hooks; with
+  // backward hooks, the input and output pass through identity nodes ("backward_hook") whose backward
+  // calls them. In anomaly mode the nodes recorded here remember the module path ("Net.head (LogHead)").
   Tensor operator()(const Tensor& x);
-  // hook(module, input, output) after every call through operator(). Returns an id for remove.
-  size_t register_forward_hook(ForwardHook hook);
-  void remove_forward_hook(size_t id);
+  HookHandle register_forward_pre_hook(ForwardPreHook hook);
+  HookHandle register_forward_hook(ForwardHook hook);
+  HookHandle register_full_backward_hook(BackwardHook hook);
+  // Same as handle.remove() for the handle with this id.
+  void remove_forward_hook(size_t id) { hooks_->remove(id); }
 
   // ---- registration ----
   // An undefined tensor (e.g. bias=false) is not registered, like PyTorch's None: not in the state dict.
@@ -152,8 +188,7 @@ class Module : public std::enable_shared_from_this<Module> {
   std::vector<std::pair<std::string, Tensor>> parameters_;
   std::vector<std::pair<std::string, Tensor>> buffers_;
   std::vector<std::pair<std::string, ModuleSlot>> children_;
-  std::vector<std::pair<size_t, ForwardHook>> forward_hooks_;
-  size_t next_hook_id_ = 0;
+  std::shared_ptr<ModuleHooks> hooks_ = std::make_shared<ModuleHooks>();
 };
 
 template <typename T>
