@@ -431,9 +431,15 @@ void grouped_forward(const T* x, T* y, const T* w, const T* b, double* mean, dou
   }
 }
 
-// One pass over a layer-norm row (one channel per element): A += Σ dy·w, B += Σ dy·w·(x - m) in
-// float64, and per element dw += dy·(x - m)·r, db += dy into buffers of the input's type (for float32
-// the caller flushes them into float64 every kFlushRows rows). The flags pick a branch-free loop.
+// One pass over a layer-norm row (one channel per element): A += Σ dy·w, B += Σ dy·w·(x - m), and
+// per element dw += dy·(x - m)·r, db += dy into buffers of the input's type (for float32 the caller
+// flushes them into float64 every kFlushRows rows). The flags pick a branch-free loop.
+// float32: everything in float32 vectors, A and B over blocks of kRowBlock elements that are then added
+// in float64 (a block's sum is within ~1e-6 relative; the row's total keeps float64's range), so that
+// the row costs about as much arithmetic as the normalizing pass of the forward: the float64 widening
+// made this pass, not the memory, the limit of layer norm's backward.
+constexpr int64_t kRowBlock = 256;
+
 template <bool HasW, bool HasDw, bool HasDb, typename T>
 void row_sums_impl(const T* dy, const T* x, int64_t K, double m, double r, const T* w, T* dw, T* db, double& A,
                    double& B) {
@@ -448,40 +454,43 @@ void row_sums_impl(const T* dy, const T* x, int64_t K, double m, double r, const
   int64_t k = 0;
 #if TG_NORM_VECTORS
   if constexpr (std::is_same_v<T, float>) {
-    const d4 mm = splat(m);
     const Center<float> c = center_of<float>(m);
     const float rf = static_cast<float>(r);
-    d4 a[2] = {}, b[2] = {};
-    for (; k + 8 <= K; k += 8) {
-      if ((k & 15) == 0) {
+    while (k + 16 <= K) {
+      // One block: two independent chains per sum, 16 elements per step.
+      const int64_t end = k + std::min<int64_t>(kRowBlock, (K - k) & ~int64_t{15});
+      f8 a0 = {}, a1 = {}, b0 = {}, b1 = {};
+      for (; k < end; k += 16) {
         prefetch_ahead(dy + k);
         prefetch_ahead(x + k);
+        const f8 g0 = load8(dy + k), g1 = load8(dy + k + 8);
+        const f8 xm0 = (load8(x + k) - c.hi) - c.lo, xm1 = (load8(x + k + 8) - c.hi) - c.lo;
+        f8 gw0 = g0, gw1 = g1;
+        if constexpr (HasW) {
+          gw0 *= load8(w + k);
+          gw1 *= load8(w + k + 8);
+        }
+        a0 += gw0, a1 += gw1;
+        b0 += gw0 * xm0, b1 += gw1 * xm1;
+        if constexpr (HasDw) {
+          f8 d0 = load8(dw + k), d1 = load8(dw + k + 8);
+          d0 += g0 * (xm0 * rf), d1 += g1 * (xm1 * rf);
+          std::memcpy(dw + k, &d0, sizeof d0);
+          std::memcpy(dw + k + 8, &d1, sizeof d1);
+        }
+        if constexpr (HasDb) {
+          f8 d0 = load8(db + k), d1 = load8(db + k + 8);
+          d0 += g0, d1 += g1;
+          std::memcpy(db + k, &d0, sizeof d0);
+          std::memcpy(db + k + 8, &d1, sizeof d1);
+        }
       }
-      const f8 gv = load8(dy + k), xv = load8(x + k);
-      const d4 g[2] = {cvt4(dy + k), cvt4(dy + k + 4)}, xm[2] = {cvt4(x + k) - mm, cvt4(x + k + 4) - mm};
-      d4 gw[2] = {g[0], g[1]};
-      if constexpr (HasW) {
-        gw[0] *= cvt4(w + k);
-        gw[1] *= cvt4(w + k + 4);
-      }
-      for (int j = 0; j < 2; ++j) {
-        a[j] += gw[j];
-        b[j] += gw[j] * xm[j];
-      }
-      if constexpr (HasDw) {
-        const f8 xhat = ((xv - c.hi) - c.lo) * rf;
-        f8 acc = load8(dw + k);
-        acc += gv * xhat;
-        std::memcpy(dw + k, &acc, sizeof acc);
-      }
-      if constexpr (HasDb) {
-        f8 acc = load8(db + k);
-        acc += gv;
-        std::memcpy(db + k, &acc, sizeof acc);
-      }
+      const f8 a = a0 + a1, b = b0 + b1;
+      double sa = 0, sb = 0;
+      for (int j = 0; j < 8; ++j) sa += static_cast<double>(a[j]), sb += static_cast<double>(b[j]);
+      A += sa;
+      B += sb;
     }
-    A += hsum(a[0] + a[1]);
-    B += hsum(b[0] + b[1]);
   } else
 #endif
   {
@@ -519,6 +528,28 @@ void row_sums(const T* dy, const T* x, int64_t K, double m, double r, const T* w
   }
 }
 
+// Zeroed per-thread rows of `len` values, each starting on its own cache line, so that threads adding
+// into their own row never write to a line another thread's row shares. row(t) is null when
+// constructed for no thread.
+template <typename T>
+class ThreadRows {
+ public:
+  ThreadRows(int threads, int64_t len)
+      : stride_((len + kLine - 1) / kLine * kLine),
+        buf_(threads > 0 ? static_cast<size_t>(threads * stride_ + kLine) : 0) {
+    if (buf_.empty()) return;
+    const auto addr = reinterpret_cast<uintptr_t>(buf_.data());
+    base_ = buf_.data() + (kLine - static_cast<int64_t>(addr % 64) / static_cast<int64_t>(sizeof(T))) % kLine;
+  }
+  T* row(int t) const { return base_ ? base_ + t * stride_ : nullptr; }
+
+ private:
+  static constexpr int64_t kLine = 64 / sizeof(T);
+  int64_t stride_;
+  std::vector<T> buf_;
+  T* base_ = nullptr;
+};
+
 // Rows of layer-norm parameter gradients summed in float32 before joining the float64 total: 16
 // terms keep the partial sums within ~1e-6 relative in the worst case.
 constexpr int64_t kFlushRows = 16;
@@ -538,8 +569,11 @@ void grouped_backward(const T* x, const T* dy, const T* w, const double* mean, c
   // order afterwards (deterministic for a given thread count). Batch norm owns its channel.
   const bool private_sums = !ge.across_batch && (dw || db);
   const int nt = par ? max_threads() : 1;
-  std::vector<double> tw(private_sums && dw ? static_cast<size_t>(nt * C) : 0, 0.0);
-  std::vector<double> tb(private_sums && db ? static_cast<size_t>(nt * C) : 0, 0.0);
+  ThreadRows<double> tw(private_sums && dw ? nt : 0, C), tb(private_sums && db ? nt : 0, C);
+  // Layer norm accumulates dw, db per element: in buffers of T, flushed into float64 every kFlushRows
+  // rows when T is float32 (float64 read-modify-writes per element would double the time).
+  constexpr bool flushed = std::is_same_v<T, float>;
+  ThreadRows<T> fw(S == 1 && flushed && dw ? nt : 0, C), fb(S == 1 && flushed && db ? nt : 0, C);
   if (dw) std::fill(dw, dw + C, 0.0);
   if (db) std::fill(db, db + C, 0.0);
   const double inv_n = 1.0 / static_cast<double>(ge.group_size());
@@ -548,20 +582,19 @@ void grouped_backward(const T* x, const T* dy, const T* w, const double* mean, c
 #pragma omp parallel num_threads(nt) if (par)
   {
     const int t = omp_get_thread_num(), team = omp_get_num_threads();
-    double* my_w = dw ? (private_sums ? tw.data() + t * C : dw) : nullptr;
-    double* my_b = db ? (private_sums ? tb.data() + t * C : db) : nullptr;
-    // Layer norm accumulates dw, db per element: in buffers of T, flushed into float64 every
-    // kFlushRows rows when T is float32 (float64 read-modify-writes per element would double the time).
-    constexpr bool flushed = std::is_same_v<T, float>;
-    std::vector<T> fw(S == 1 && flushed && my_w ? static_cast<size_t>(C) : 0, T(0));
-    std::vector<T> fb(S == 1 && flushed && my_b ? static_cast<size_t>(C) : 0, T(0));
-    T* row_w = !my_w ? nullptr : flushed ? fw.data() : reinterpret_cast<T*>(my_w);
-    T* row_b = !my_b ? nullptr : flushed ? fb.data() : reinterpret_cast<T*>(my_b);
+    double* my_w = dw ? (private_sums ? tw.row(t) : dw) : nullptr;
+    double* my_b = db ? (private_sums ? tb.row(t) : db) : nullptr;
+    T* const fw_t = fw.row(t);
+    T* const fb_t = fb.row(t);
+    T* row_w = !my_w ? nullptr : flushed ? fw_t : reinterpret_cast<T*>(my_w);
+    T* row_b = !my_b ? nullptr : flushed ? fb_t : reinterpret_cast<T*>(my_b);
     int64_t pending = 0;
     auto flush = [&] {
       if constexpr (flushed) {
-        for (size_t c = 0; c < fw.size(); ++c) my_w[c] += static_cast<double>(std::exchange(fw[c], 0.0f));
-        for (size_t c = 0; c < fb.size(); ++c) my_b[c] += static_cast<double>(std::exchange(fb[c], 0.0f));
+        if (fw_t)
+          for (int64_t c = 0; c < C; ++c) my_w[c] += static_cast<double>(std::exchange(fw_t[c], 0.0f));
+        if (fb_t)
+          for (int64_t c = 0; c < C; ++c) my_b[c] += static_cast<double>(std::exchange(fb_t[c], 0.0f));
       }
       pending = 0;
     };
@@ -625,8 +658,8 @@ void grouped_backward(const T* x, const T* dy, const T* w, const double* mean, c
   if (private_sums) {
     for (int t = 0; t < nt; ++t)
       for (int64_t c = 0; c < C; ++c) {
-        if (dw) dw[c] += tw[static_cast<size_t>(t * C + c)];
-        if (db) db[c] += tb[static_cast<size_t>(t * C + c)];
+        if (dw) dw[c] += tw.row(t)[c];
+        if (db) db[c] += tb.row(t)[c];
       }
   }
 }

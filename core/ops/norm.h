@@ -21,8 +21,9 @@
 //   dw_c = Σ dy · xhat ,  db_c = Σ dy                                  (over everything but channel c)
 //
 // Each op records one node ("batch_norm", "instance_norm", "layer_norm", "group_norm") whose fused
-// backward produces dx, dw and db in two passes over (x, dy); its per-group sums are float64 (layer
-// norm's per-element dw, db sum blocks of 16 rows in float32 before adding them in float64). Under
+// backward produces dx, dw and db in two passes over (x, dy); its per-group sums are float64 (a
+// float32 layer-norm row sums blocks of 256 elements in float32 vectors, and its per-element dw, db
+// blocks of 16 rows in float32, before adding them in float64). Under
 // create_graph the backward is built from differentiable ops instead, so higher-order gradients work.
 // Batch norm on (N, C, *) with N > 4 runs as two streaming passes through the per-channel primitives
 // below (a channel's N runs lie C·S apart and would collide in the L2), otherwise one task per channel.
