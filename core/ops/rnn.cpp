@@ -211,15 +211,14 @@ RnnLayerResult run_layer(const Tensor& x_in, const Tensor& h0_in, const Tensor& 
 
   dispatch_floating(dt, op, [&]<typename T>() {
     // Bias folded into the input projection (GRU keeps b_hh on the recurrent side: r scales it).
-    T* XG = xg.data_ptr<T>();
-    for (int64_t r = 0; r < L * N; ++r) {
-      T* row = XG + r * GH;
-      for (int64_t j = 0; j < GH; ++j) {
-        T b = b_ih.defined() ? b_ih.data_ptr<T>()[j * b_ih.stride(0)] : T(0);
-        if (G != 3 && b_hh.defined()) b += b_hh.data_ptr<T>()[j * b_hh.stride(0)];
-        row[j] = b;
-      }
+    std::vector<T> bias(static_cast<size_t>(GH), T(0)), bias_h(static_cast<size_t>(GH), T(0));
+    for (int64_t j = 0; j < GH; ++j) {
+      if (b_ih.defined()) bias[j] = b_ih.data_ptr<T>()[j * b_ih.stride(0)];
+      if (b_hh.defined()) bias_h[j] = b_hh.data_ptr<T>()[j * b_hh.stride(0)];
+      if (G != 3) bias[j] += bias_h[j];
     }
+    T* XG = xg.data_ptr<T>();
+    for (int64_t r = 0; r < L * N; ++r) std::memcpy(XG + r * GH, bias.data(), sizeof(T) * GH);
     gemm(false, true, L * N, GH, I, T(1), x.data_ptr<T>(), I, wih.data_ptr<T>(), I, T(1), XG, GH);
 
     std::vector<T> hg(static_cast<size_t>(Cell::kSumsInGemm ? 0 : N * GH)), raw(static_cast<size_t>(N * H)), projected(static_cast<size_t>(N * P));
@@ -233,8 +232,7 @@ RnnLayerResult run_layer(const Tensor& x_in, const Tensor& h0_in, const Tensor& 
       if constexpr (Cell::kSumsInGemm) {
         gemm(false, true, N, GH, P, T(1), h, P, whh.data_ptr<T>(), P, T(1), XG + t * N * GH, GH);
       } else {
-        for (int64_t n = 0; n < N; ++n)
-          for (int64_t j = 0; j < GH; ++j) hg[n * GH + j] = b_hh.defined() ? b_hh.data_ptr<T>()[j * b_hh.stride(0)] : T(0);
+        for (int64_t n = 0; n < N; ++n) std::memcpy(hg.data() + n * GH, bias_h.data(), sizeof(T) * GH);
         gemm(false, true, N, GH, P, T(1), h, P, whh.data_ptr<T>(), P, T(1), hg.data(), GH);
       }
       T* A = act.data_ptr<T>() + t * N * GH;
