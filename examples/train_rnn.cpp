@@ -27,6 +27,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <numeric>
 
@@ -273,6 +274,7 @@ int main(int argc, char** argv) try {
     history.push_back(m);
     fmt::print("epoch {}  train_loss {:.4f}  test_loss {:.4f}  test_acc {:.2f}%  {:.1f}s ({:.0f} words/s)\n", m.epoch,
                m.train_loss, m.test_loss, 100 * m.test_acc, m.seconds, m.items_per_second);
+    std::fflush(stdout);  // a log file sees each epoch as it ends
     if (!metrics_path.empty()) {
       examples::append_metrics(metrics_path, m, false);
       examples::write_curves_svg(fs::path(metrics_path).replace_extension(".svg").string(), history, "train_rnn");
