@@ -13,6 +13,7 @@
 //   vlog: normal and subnormal inputs; log(0) = -inf, log(+inf) = +inf, log(x < 0) = NaN.
 //   vlog1p: on [-1, inf]; log1p(-1) = -inf.
 //   verf (float; the double overload is std::erf): erf(+-inf) = +-1, erf(NaN) = NaN.
+//   vsigmoid, vtanh (float; vtanh double is std::tanh): within 3 ulp of the double-precision function.
 #pragma once
 
 #include <algorithm>
@@ -210,6 +211,37 @@ template <typename T>
 
 // double: the C library's (not vectorized; double-precision gelu is for checking, not speed).
 inline double verf(double x) { return std::erf(x); }
+
+// ---- sigmoid and tanh (the recurrent cells' gates) ----
+// sigmoid(x) = 1 / (1 + e) for x >= 0 and e / (1 + e) below, e = exp(-|x|) (so that tiny results
+// underflow gradually instead of to 0); NaN stays NaN.
+template <typename T>
+[[gnu::always_inline]] inline T vsigmoid(T x) {
+  const T e = vexp(-std::abs(x));
+  const T r = T(1) / (T(1) + e);
+  return select(x < T(0), e * r, r);
+}
+
+// float: |x| < 0.4: its odd Taylor series to x^13 (the next term is below 2e-9 relative); else
+// 1 - 2 / (1 + exp(2|x|)) (exp overflowing to inf gives 1), with the sign of x; NaN stays NaN.
+[[gnu::always_inline]] inline float vtanh(float x) {
+  const float ax = std::bit_cast<float>(std::bit_cast<uint32_t>(x) & 0x7fffffffu);
+  const float t = ax * ax;
+  float p = 21844.0f / 6081075.0f;
+  p = p * t - 1382.0f / 155925.0f;
+  p = p * t + 62.0f / 2835.0f;
+  p = p * t - 17.0f / 315.0f;
+  p = p * t + 2.0f / 15.0f;
+  p = p * t - 1.0f / 3.0f;
+  const float small = ax + ax * t * p;
+  const float large = 1.0f - 2.0f / (1.0f + vexp(2.0f * ax));
+  const float r = select(ax < 0.4f, small, large);
+  const float with_sign = std::bit_cast<float>(std::bit_cast<uint32_t>(r) | (std::bit_cast<uint32_t>(x) & 0x80000000u));
+  return select(x != x, x, with_sign);
+}
+
+// double: the C library's (not vectorized; double-precision recurrent layers are for checking).
+inline double vtanh(double x) { return std::tanh(x); }
 
 // log(1 + y) for y >= -1 (NaN below): log(u) + (y - (u - 1)) / u with u = 1 + y, the correction
 // restoring what the rounding of u lost; ~1 ulp, and exact (y) for tiny y.

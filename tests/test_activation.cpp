@@ -310,6 +310,26 @@ TEST_CASE("vexp, vlog, vlog1p and verf agree with the C library to within 2 ulp,
   // clang-format on
 }
 
+TEST_CASE("vsigmoid and vtanh (float) agree with the double-precision functions to within 3 ulp") {
+  std::vector<float> fs;
+  for (uint64_t b = 0; b < (uint64_t{1} << 32); b += 4099) fs.push_back(std::bit_cast<float>(static_cast<uint32_t>(b)));
+  for (float v : {0.0f, -0.0f, 0.4f, -0.4f, 0.39999998f, 9.0f, -9.0f, 88.8f, -88.8f, -103.9f, 1e-45f,
+                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::quiet_NaN()})
+    fs.push_back(v);
+  float at = 0;
+  const double sig = worst_ulps(
+      fs, [](float v) { return detail::vsigmoid(v); },
+      [](float v) { return static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(v)))); }, &at);
+  INFO("vsigmoid: " << sig << " ulp at " << at);
+  CHECK(sig <= 3);
+  const double th = worst_ulps(
+      fs, [](float v) { return detail::vtanh(v); }, [](float v) { return static_cast<float>(std::tanh(static_cast<double>(v))); },
+      &at);
+  INFO("vtanh: " << th << " ulp at " << at);
+  CHECK(th <= 3);
+}
+
 TEST_CASE("blocked_sum and blocked_max match plain loops on every short length") {
   Generator gen(2);
   std::vector<double> v(300);

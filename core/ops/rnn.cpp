@@ -15,6 +15,7 @@
 #include "rnn.h"
 
 #include "../autograd.h"
+#include "../vec_math.h"
 
 #include <cblas.h>
 
@@ -42,44 +43,45 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const
               c, static_cast<int>(ldc));
 }
 
-template <typename T>
-T sigm(T x) {
-  if (x >= 0) return T(1) / (T(1) + std::exp(-x));
-  const T e = std::exp(x);
-  return e / (T(1) + e);
-}
+using detail::vsigmoid;
+using detail::vtanh;
 
 // ---- the cells ----
 // Each cell sees one row (one sequence) of one step. Buffers per step t, row n:
-//   xg: input projection incl. bias_x (G·H)   hg: recurrent projection (G·H)
+//   xg: input projection incl. bias_x (G·H); with kSumsInGemm the recurrent projection has been added
+//       to it (the whole pre-activation), otherwise that is hg (G·H)
 //   act: what backward needs (G·H)            c_prev/c_new: LSTM cell state (H)
 //   h_prev: state before the step (P)         h_raw: the cell's hidden output before projection (H)
 
+// The gate loops are written to vectorize (vsigmoid / vtanh are branch-free, the pointers do not alias).
 struct LstmCell {
   static constexpr int G = 4;
   static constexpr bool kHasC = true;
+  static constexpr bool kSumsInGemm = true;
   static constexpr const char* kName = "lstm_layer";
   // gates i, f, g, o = σ, σ, tanh, σ;  c' = f c + i g;  h' = o tanh(c')
   template <typename T>
-  static void forward(int64_t H, const T* xg, const T* hg, const T*, const T* c_prev, T* act, T* c_new, T* h_raw,
-                      T*) {
+  static void forward(int64_t H, const T* __restrict pre, const T*, const T*, const T* __restrict c_prev,
+                      T* __restrict act, T* __restrict c_new, T* __restrict h_raw, T*) {
     for (int64_t j = 0; j < H; ++j) {
-      const T i = sigm(xg[j] + hg[j]);
-      const T f = sigm(xg[H + j] + hg[H + j]);
-      const T g = std::tanh(xg[2 * H + j] + hg[2 * H + j]);
-      const T o = sigm(xg[3 * H + j] + hg[3 * H + j]);
+      const T i = vsigmoid(pre[j]);
+      const T f = vsigmoid(pre[H + j]);
+      const T g = vtanh(pre[2 * H + j]);
+      const T o = vsigmoid(pre[3 * H + j]);
       act[j] = i, act[H + j] = f, act[2 * H + j] = g, act[3 * H + j] = o;
-      c_new[j] = f * c_prev[j] + i * g;
-      h_raw[j] = o * std::tanh(c_new[j]);
+      const T c = f * c_prev[j] + i * g;
+      c_new[j] = c;
+      h_raw[j] = o * vtanh(c);
     }
   }
-  // dh: gradient w.r.t. h_raw; dc: in = gradient w.r.t. c', out = gradient w.r.t. c.
+  // dh: gradient w.r.t. h_raw; dc: in = gradient w.r.t. c', out = gradient w.r.t. c. dgh is dgx.
   template <typename T>
-  static void backward(int64_t H, const T* act, const T*, const T* c_prev, const T* c_new, const T*, const T* dh,
-                       T* dc, T* dgx, T* dgh, T*) {
+  static void backward(int64_t H, const T* __restrict act, const T*, const T* __restrict c_prev,
+                       const T* __restrict c_new, const T*, const T* __restrict dh, T* __restrict dc,
+                       T* __restrict dgx, T*, T*) {
     for (int64_t j = 0; j < H; ++j) {
       const T i = act[j], f = act[H + j], g = act[2 * H + j], o = act[3 * H + j];
-      const T tc = std::tanh(c_new[j]);
+      const T tc = vtanh(c_new[j]);
       const T dct = dc[j] + dh[j] * o * (T(1) - tc * tc);  // term 1: through h' = o tanh(c')
       dgx[j] = dct * g * i * (T(1) - i);                    // d pre-i
       dgx[H + j] = dct * c_prev[j] * f * (T(1) - f);        // d pre-f
@@ -87,22 +89,22 @@ struct LstmCell {
       dgx[3 * H + j] = dh[j] * tc * o * (T(1) - o);         // d pre-o
       dc[j] = dct * f;                                      // to c_{t-1}
     }
-    std::memcpy(dgh, dgx, sizeof(T) * 4 * H);
   }
 };
 
 struct GruCell {
   static constexpr int G = 3;
   static constexpr bool kHasC = false;
+  static constexpr bool kSumsInGemm = false;
   static constexpr const char* kName = "gru_layer";
   // hg includes b_hh. r = σ(xr + hr), z = σ(xz + hz), n = tanh(xn + r hn), h' = (1 - z) n + z h.
   // act holds r, z, n; extra holds hn (= h W_hn^T + b_hn), needed by backward.
   template <typename T>
   static void forward(int64_t H, const T* xg, const T* hg, const T* h_prev, const T*, T* act, T*, T* h_raw, T* extra) {
     for (int64_t j = 0; j < H; ++j) {
-      const T r = sigm(xg[j] + hg[j]);
-      const T z = sigm(xg[H + j] + hg[H + j]);
-      const T n = std::tanh(xg[2 * H + j] + r * hg[2 * H + j]);
+      const T r = vsigmoid(xg[j] + hg[j]);
+      const T z = vsigmoid(xg[H + j] + hg[H + j]);
+      const T n = vtanh(xg[2 * H + j] + r * hg[2 * H + j]);
       act[j] = r, act[H + j] = z, act[2 * H + j] = n;
       extra[j] = hg[2 * H + j];
       h_raw[j] = (T(1) - z) * n + z * h_prev[j];
@@ -128,23 +130,23 @@ template <bool Relu>
 struct ElmanCell {
   static constexpr int G = 1;
   static constexpr bool kHasC = false;
+  static constexpr bool kSumsInGemm = true;
   static constexpr const char* kName = Relu ? "rnn_relu_layer" : "rnn_tanh_layer";
   template <typename T>
-  static void forward(int64_t H, const T* xg, const T* hg, const T*, const T*, T* act, T*, T* h_raw, T*) {
+  static void forward(int64_t H, const T* xg, const T*, const T*, const T*, T* act, T*, T* h_raw, T*) {
     for (int64_t j = 0; j < H; ++j) {
-      const T pre = xg[j] + hg[j];
-      const T y = Relu ? (pre > 0 ? pre : T(0)) : std::tanh(pre);
+      const T pre = xg[j];
+      const T y = Relu ? (pre > 0 ? pre : T(0)) : vtanh(pre);
       act[j] = y;
       h_raw[j] = y;
     }
   }
   template <typename T>
-  static void backward(int64_t H, const T* act, const T*, const T*, const T*, const T*, const T* dh, T*, T* dgx,
-                       T* dgh, T*) {
+  static void backward(int64_t H, const T* act, const T*, const T*, const T*, const T*, const T* dh, T*, T* dgx, T*,
+                       T*) {
     for (int64_t j = 0; j < H; ++j) {
       const T y = act[j];
       dgx[j] = dh[j] * (Relu ? T(y > 0) : T(1) - y * y);
-      dgh[j] = dgx[j];
     }
   }
 };
@@ -209,29 +211,30 @@ RnnLayerResult run_layer(const Tensor& x_in, const Tensor& h0_in, const Tensor& 
 
   dispatch_floating(dt, op, [&]<typename T>() {
     // Bias folded into the input projection (GRU keeps b_hh on the recurrent side: r scales it).
-    T* XG = xg.data_ptr<T>();
-    for (int64_t r = 0; r < L * N; ++r) {
-      T* row = XG + r * GH;
-      for (int64_t j = 0; j < GH; ++j) {
-        T b = b_ih.defined() ? b_ih.data_ptr<T>()[j * b_ih.stride(0)] : T(0);
-        if (G != 3 && b_hh.defined()) b += b_hh.data_ptr<T>()[j * b_hh.stride(0)];
-        row[j] = b;
-      }
+    std::vector<T> bias(static_cast<size_t>(GH), T(0)), bias_h(static_cast<size_t>(GH), T(0));
+    for (int64_t j = 0; j < GH; ++j) {
+      if (b_ih.defined()) bias[j] = b_ih.data_ptr<T>()[j * b_ih.stride(0)];
+      if (b_hh.defined()) bias_h[j] = b_hh.data_ptr<T>()[j * b_hh.stride(0)];
+      if (G != 3) bias[j] += bias_h[j];
     }
+    T* XG = xg.data_ptr<T>();
+    for (int64_t r = 0; r < L * N; ++r) std::memcpy(XG + r * GH, bias.data(), sizeof(T) * GH);
     gemm(false, true, L * N, GH, I, T(1), x.data_ptr<T>(), I, wih.data_ptr<T>(), I, T(1), XG, GH);
 
-    std::vector<T> hg(static_cast<size_t>(N * GH)), raw(static_cast<size_t>(N * H)), projected(static_cast<size_t>(N * P));
+    std::vector<T> hg(static_cast<size_t>(Cell::kSumsInGemm ? 0 : N * GH)), raw(static_cast<size_t>(N * H)), projected(static_cast<size_t>(N * P));
     T* h = h_n.data_ptr<T>();
     T* c = Cell::kHasC ? c_n.data_ptr<T>() : nullptr;
     for (int64_t s = 0; s < L; ++s) {
       const int64_t t = reverse ? L - 1 - s : s;
       std::memcpy(h_prev.data_ptr<T>() + t * N * P, h, sizeof(T) * N * P);
       if (Cell::kHasC) std::memcpy(c_prev.data_ptr<T>() + t * N * H, c, sizeof(T) * N * H);
-      // HG = h W_hh^T (+ b_hh for GRU)
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t j = 0; j < GH; ++j)
-          hg[n * GH + j] = (G == 3 && b_hh.defined()) ? b_hh.data_ptr<T>()[j * b_hh.stride(0)] : T(0);
-      gemm(false, true, N, GH, P, T(1), h, P, whh.data_ptr<T>(), P, T(1), hg.data(), GH);
+      // XG[t] += h W_hh^T, or HG = h W_hh^T + b_hh for GRU
+      if constexpr (Cell::kSumsInGemm) {
+        gemm(false, true, N, GH, P, T(1), h, P, whh.data_ptr<T>(), P, T(1), XG + t * N * GH, GH);
+      } else {
+        for (int64_t n = 0; n < N; ++n) std::memcpy(hg.data() + n * GH, bias_h.data(), sizeof(T) * GH);
+        gemm(false, true, N, GH, P, T(1), h, P, whh.data_ptr<T>(), P, T(1), hg.data(), GH);
+      }
       T* A = act.data_ptr<T>() + t * N * GH;
       T* CN = Cell::kHasC ? c_new.data_ptr<T>() + t * N * H : nullptr;
       T* EX = G == 3 ? extra.data_ptr<T>() + t * N * H : nullptr;
@@ -244,7 +247,7 @@ RnnLayerResult run_layer(const Tensor& x_in, const Tensor& h0_in, const Tensor& 
           if (proj) std::memset(HR + n * H, 0, sizeof(T) * H);
           continue;
         }
-        Cell::forward(H, XG + (t * N + n) * GH, hg.data() + n * GH, h + n * P, Cell::kHasC ? c + n * H : nullptr,
+        Cell::forward(H, XG + (t * N + n) * GH, Cell::kSumsInGemm ? nullptr : hg.data() + n * GH, h + n * P, Cell::kHasC ? c + n * H : nullptr,
                       A + n * GH, Cell::kHasC ? CN + n * H : nullptr, HR + n * H, G == 3 ? EX + n * H : nullptr);
       }
       // New state: h_raw (or its projection) where valid.
@@ -353,7 +356,8 @@ RnnLayerResult run_layer(const Tensor& x_in, const Tensor& h0_in, const Tensor& 
             return s;
           };
           if (ctx.needs_grad(5)) dbih = column_sums(dgx);
-          if (ctx.needs_grad(6)) dbhh = column_sums(dgh);
+          // LSTM and RNN: both biases see the same gate gradients.
+          if (ctx.needs_grad(6)) dbhh = G != 3 && dbih.defined() ? dbih.clone() : column_sums(dgh);
         });
         return {dx, dH, dC, dwih, dwhh, dbih, dbhh, dwhr};
       },

@@ -1,0 +1,82 @@
+"""PyTorch side of bench/bench_rnn.cpp: the same measurements, printed in the same format.
+
+Run with Debian's python3-torch:  /usr/bin/python3 bench/bench_rnn.py [threads=1] [iters=30]
+"""
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, "/work/shared/reference")
+threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+iters = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+WARMUP = 10
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+
+
+class RNNWithLayerNorm(nn.Module):  # the documents' model (torch_seed_models.py)
+    def __init__(s, input_size=100, hidden_size=128):
+        super().__init__()
+        s.rnn = nn.LSTM(input_size, hidden_size, num_layers=2)
+        s.ln = nn.LayerNorm(hidden_size)
+        s.fc = nn.Linear(hidden_size, 10)
+
+    def forward(s, x):
+        x, _ = s.rnn(x)
+        x = s.ln(x)
+        return s.fc(x[-1])
+
+
+def measure(setup, timed):
+    """Median wall and process-CPU milliseconds of timed(); setup() runs before each call, untimed."""
+    wall, cpu = [], []
+    for i in range(WARMUP + iters):
+        setup()
+        c0, t0 = time.process_time(), time.perf_counter()
+        timed()
+        t1, c1 = time.perf_counter(), time.process_time()
+        if i >= WARMUP:
+            wall.append((t1 - t0) * 1e3)
+            cpu.append((c1 - c0) * 1e3)
+    wall.sort()
+    cpu.sort()
+    return wall[len(wall) // 2], cpu[len(cpu) // 2]
+
+
+def report(name, t, flops):
+    wall, cpu = t
+    print(f"{name}\t{wall:.3f}\t{cpu:.3f}\t{flops / (wall * 1e6) if flops else 0.0:.1f}", flush=True)
+
+
+L, N, I, H = 32, 64, 100, 128
+lstm_flops = 2.0 * L * N * 4 * H * (I + H) + 2.0 * L * N * 4 * H * (H + H)
+x = torch.randn(L, N, I)
+y = torch.randint(0, 10, (N,))
+
+for opt_name in ("adam", "sgd"):
+    model = RNNWithLayerNorm()
+    if opt_name == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    report(f"rnn_ln_train_step_{opt_name}", measure(lambda: None, step), 3 * lstm_flops)
+    if opt_name == "adam":
+        model.eval()
+        with torch.no_grad():
+            report("rnn_ln_infer", measure(lambda: None, lambda: model(x)), lstm_flops)
+        model.train()
+
+lstm = nn.LSTM(I, H, num_layers=2)
+gy = torch.randn(L, N, H)
+with torch.no_grad():
+    report("lstm_forward", measure(lambda: None, lambda: lstm(x)), lstm_flops)
+report("lstm_forward_backward", measure(lambda: lstm.zero_grad(), lambda: lstm(x)[0].backward(gy)), 3 * lstm_flops)
