@@ -4,7 +4,9 @@
 #include "iter.h"
 #include "tensor.h"
 
+#include <bit>
 #include <cmath>
+#include <sstream>
 
 namespace tapegrad {
 
@@ -29,6 +31,36 @@ uint64_t Generator::below(uint64_t n) {
   do x = engine_();
   while (x >= limit);
   return x % n;
+}
+
+// "tapegrad-generator-v1 <seed> <has_spare> <spare as bits> <engine>": the engine in the standard's
+// textual form, the spare as its bit pattern so it comes back exactly.
+std::string Generator::get_state() const {
+  std::ostringstream out;
+  out << "tapegrad-generator-v1 " << seed_ << ' ' << (has_spare_ ? 1 : 0) << ' ' << std::bit_cast<uint64_t>(spare_)
+      << ' ' << engine_;
+  return out.str();
+}
+
+void Generator::set_state(const std::string& state) {
+  std::istringstream in(state);
+  std::string tag;
+  uint64_t seed = 0, spare_bits = 0;
+  int has_spare = 0;
+  std::mt19937_64 engine;
+  in >> tag;
+  TG_CHECK(in && tag == "tapegrad-generator-v1",
+           "Generator::set_state: expected a state written by Generator::get_state(), got one starting with '{}'",
+           state.substr(0, 32));
+  in >> seed >> has_spare >> spare_bits >> engine;
+  TG_CHECK(in && (has_spare == 0 || has_spare == 1),
+           "Generator::set_state: the state is truncated or corrupt ({} characters)", state.size());
+  in >> std::ws;
+  TG_CHECK(in.eof(), "Generator::set_state: unexpected text after the state");
+  seed_ = seed;
+  has_spare_ = has_spare == 1;
+  spare_ = std::bit_cast<double>(spare_bits);
+  engine_ = engine;
 }
 
 Generator& default_generator() {

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 
 namespace tapegrad {
 
@@ -22,6 +23,12 @@ class Generator {
   // Uniform integer in [0, n).
   uint64_t below(uint64_t n);
   uint64_t next_u64() { return engine_(); }
+
+  // The whole state (seed, engine, the spare normal) as text, like torch.Generator.get_state(): what a
+  // checkpoint stores so that a resumed run draws the same numbers as an uninterrupted one.
+  // set_state() restores it and throws "Generator::set_state: ..." for text get_state() did not write.
+  std::string get_state() const;
+  void set_state(const std::string& state);
 
  private:
   std::mt19937_64 engine_;

@@ -1,12 +1,16 @@
 // The MPI process group. Built only when MPI is found (TAPEGRAD_WITH_MPI).
 //
 // Collectives are issued non-blocking and polled against a deadline, so a peer that died or hangs
-// turns into a tapegrad::Error on the others instead of a job that never ends.
+// turns into a tapegrad::Error on the others instead of a job that never ends. After such a failure the
+// group is broken: the pending collective can never complete, so later collectives throw at once and
+// the process exits without MPI_Finalize (which would wait for the missing rank forever); the launcher
+// then sees an abnormal exit and ends the remaining ranks.
 #include "process_group.h"
 
 #include <mpi.h>
 
 #include <chrono>
+#include <string>
 #include <thread>
 
 namespace tapegrad::dist {
@@ -31,22 +35,6 @@ MPI_Op mpi_op(ReduceOp op) {
   return MPI_SUM;
 }
 
-// Waits for a non-blocking request until the deadline; on timeout the job is beyond repair.
-void wait(MPI_Request& req, std::string_view op, int rank) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_seconds());
-  int done = 0;
-  auto pause = std::chrono::microseconds(1);
-  while (true) {
-    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-    if (done) return;
-    if (std::chrono::steady_clock::now() > deadline)
-      fail("{}: rank {} timed out after {} s waiting for the other ranks (a rank died or stopped responding)", op,
-           rank, timeout_seconds());
-    std::this_thread::sleep_for(pause);
-    if (pause < std::chrono::microseconds(500)) pause *= 2;
-  }
-}
-
 class MpiProcessGroup : public ProcessGroup {
  public:
   MpiProcessGroup() {
@@ -65,23 +53,25 @@ class MpiProcessGroup : public ProcessGroup {
   ~MpiProcessGroup() override {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (owns_mpi_ && !finalized) MPI_Finalize();
+    if (owns_mpi_ && !finalized && broken_.empty()) MPI_Finalize();
   }
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
   void all_reduce(Tensor& t, ReduceOp op) override {
+    check_usable("all_reduce");
     TG_CHECK(t.is_contiguous(), "all_reduce: expected a contiguous tensor");
     MPI_Request req;
     check(MPI_Iallreduce(MPI_IN_PLACE, t.data(), static_cast<int>(t.numel()), mpi_type(t.dtype(), "all_reduce"),
                          mpi_op(op), MPI_COMM_WORLD, &req),
           "all_reduce");
-    wait(req, "all_reduce", rank_);
+    wait(req, "all_reduce");
     t.storage()->bump_version();
   }
 
   Tensor all_gather(const Tensor& t) override {
+    check_usable("all_gather");
     const Tensor src = t.detach().contiguous();
     Shape shape = src.shape();
     shape.insert(shape.begin(), size_);
@@ -91,38 +81,67 @@ class MpiProcessGroup : public ProcessGroup {
     check(MPI_Iallgather(src.data(), static_cast<int>(src.numel()), type, out.data(), static_cast<int>(src.numel()),
                          type, MPI_COMM_WORLD, &req),
           "all_gather");
-    wait(req, "all_gather", rank_);
+    wait(req, "all_gather");
     return out;
   }
 
   void broadcast(Tensor& t, int root) override {
+    check_usable("broadcast");
     TG_CHECK(root >= 0 && root < size_, "broadcast: root {} is out of range for a world of {}", root, size_);
     TG_CHECK(t.is_contiguous(), "broadcast: expected a contiguous tensor");
     MPI_Request req;
     check(MPI_Ibcast(t.data(), static_cast<int>(t.numel()), mpi_type(t.dtype(), "broadcast"), root, MPI_COMM_WORLD,
                      &req),
           "broadcast");
-    wait(req, "broadcast", rank_);
+    wait(req, "broadcast");
     t.storage()->bump_version();
   }
 
   void barrier() override {
+    check_usable("barrier");
     MPI_Request req;
     check(MPI_Ibarrier(MPI_COMM_WORLD, &req), "barrier");
-    wait(req, "barrier", rank_);
+    wait(req, "barrier");
   }
 
  private:
-  void check(int code, std::string_view op) const {
+  void check(int code, std::string_view op) {
     if (code == MPI_SUCCESS) return;
     char text[MPI_MAX_ERROR_STRING];
     int len = 0;
     MPI_Error_string(code, text, &len);
-    fail("{}: MPI error on rank {}: {}", op, rank_, std::string(text, static_cast<size_t>(len)));
+    broken_ = fmt::format("{}: MPI error on rank {}: {}", op, rank_, std::string(text, static_cast<size_t>(len)));
+    fail("{}", broken_);
+  }
+
+  void check_usable(std::string_view op) const {
+    TG_CHECK(broken_.empty(), "{}: the process group of rank {} is unusable after an earlier failure ({})", op, rank_,
+             broken_);
+  }
+
+  // Waits for a non-blocking request until the deadline; on timeout the job is beyond repair.
+  void wait(MPI_Request& req, std::string_view op) {
+    const double timeout = timeout_seconds();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout);
+    int done = 0;
+    auto pause = std::chrono::microseconds(1);
+    while (true) {
+      check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), op);
+      if (done) return;
+      if (std::chrono::steady_clock::now() > deadline) {
+        broken_ = fmt::format("{}: rank {} timed out after {} s waiting for the other ranks (a rank died or stopped "
+                              "responding)",
+                              op, rank_, timeout);
+        fail("{}", broken_);
+      }
+      std::this_thread::sleep_for(pause);
+      if (pause < std::chrono::microseconds(500)) pause *= 2;
+    }
   }
 
   int rank_ = 0, size_ = 1;
   bool owns_mpi_ = false;
+  std::string broken_;  // why the group failed; empty while it works
 };
 
 }  // namespace

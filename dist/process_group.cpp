@@ -1,22 +1,38 @@
 #include "process_group.h"
 
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
 namespace tapegrad::dist {
 
 namespace {
-// Process-wide: set from one thread while collectives on another read it.
-std::atomic<double> g_timeout = [] {
+// Process-wide: set from one thread while collectives on another read it. Negative: not read yet from
+// TAPEGRAD_DIST_TIMEOUT (read on first use, so a bad value is an Error, not a crash before main).
+std::atomic<double> g_timeout{-1.0};
+
+double timeout_from_environment() {
   const char* env = std::getenv("TAPEGRAD_DIST_TIMEOUT");
-  return env ? std::atof(env) : 300.0;
-}();
+  if (!env) return 300.0;
+  char* end = nullptr;
+  const double v = std::strtod(env, &end);
+  TG_CHECK(end != env && *end == '\0' && v > 0 && std::isfinite(v),
+           "dist: TAPEGRAD_DIST_TIMEOUT must be a positive number of seconds, got '{}'", env);
+  return v;
+}
 }  // namespace
 
-double timeout_seconds() { return g_timeout.load(std::memory_order_relaxed); }
+double timeout_seconds() {
+  double t = g_timeout.load(std::memory_order_relaxed);
+  if (t < 0) {
+    t = timeout_from_environment();
+    g_timeout.store(t, std::memory_order_relaxed);
+  }
+  return t;
+}
 void set_timeout_seconds(double s) {
-  TG_CHECK(s > 0, "dist: the timeout must be positive, got {}", s);
+  TG_CHECK(s > 0 && std::isfinite(s), "dist: the timeout must be a positive number of seconds, got {}", s);
   g_timeout.store(s, std::memory_order_relaxed);
 }
 

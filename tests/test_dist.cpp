@@ -13,6 +13,11 @@
 #include <tapegrad/layers/linear.h>
 #include <tapegrad/optim/sgd.h>
 
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <thread>
+
 using namespace tapegrad;
 
 namespace {
@@ -192,4 +197,58 @@ TEST_CASE("20 DDP steps with SyncBatchNorm on two ranks match one process on the
     INFO(a[i].first);
     testing::require_close(b[i].second, a[i].second, 1e-4, 1e-5);
   }
+}
+
+// ---- a rank that dies or stops responding ----
+// Run by tests/support/dist_failure.sh under `mpirun -np 2`, which checks that the job ends with an
+// error within a bounded time and that the output says why. Rank 1 misbehaves after one good
+// collective; rank 0 keeps calling collectives with a 3 s timeout.
+
+namespace {
+void collectives_until_failure() {
+  dist::set_timeout_seconds(3);
+  auto g = dist::world();
+  REQUIRE(g->size() == 2);
+  Tensor t = Tensor::of({1.0});
+  g->all_reduce(t);  // both ranks are alive here
+  REQUIRE(t.item() == 2);
+}
+
+void rank0_expects_timeout() {
+  auto g = dist::world();
+  Tensor t = Tensor::of({1.0});
+  const auto start = std::chrono::steady_clock::now();
+  std::string message;
+  try {
+    g->all_reduce(t);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  fmt::print(stderr, "rank 0 failed after {:.1f} s: {}\n", seconds, message);
+  REQUIRE(message == "all_reduce: rank 0 timed out after 3 s waiting for the other ranks (a rank died or stopped responding)");
+  REQUIRE(seconds >= 3);
+  REQUIRE(seconds < 10);
+  // The group is unusable from now on, with a message that says why.
+  REQUIRE_ERROR(g->barrier(), "barrier: the process group of rank 0 is unusable after an earlier failure (" + message + ")");
+  fmt::print(stderr, "rank 0: later collectives fail at once\n");
+}
+}  // namespace
+
+TEST_CASE("rank 1 exits early: rank 0 does not hang", "[.mpi-rank-exits]") {
+  collectives_until_failure();
+  if (dist::world()->rank() == 1) std::_Exit(3);
+  rank0_expects_timeout();  // unless the launcher ends rank 0 first, which it may
+}
+
+TEST_CASE("rank 1 stops responding: rank 0 times out with a clear error", "[.mpi-rank-stalls]") {
+  collectives_until_failure();
+  if (dist::world()->rank() == 1) std::this_thread::sleep_for(std::chrono::seconds(600));
+  rank0_expects_timeout();
+}
+
+TEST_CASE("a bad TAPEGRAD_DIST_TIMEOUT or timeout is an error") {
+  REQUIRE_ERROR(dist::set_timeout_seconds(0), "dist: the timeout must be a positive number of seconds, got 0");
+  REQUIRE_ERROR(dist::set_timeout_seconds(-1), "dist: the timeout must be a positive number of seconds, got -1");
+  REQUIRE_ERROR(dist::set_timeout_seconds(INFINITY), "dist: the timeout must be a positive number of seconds, got inf");
 }
