@@ -1,6 +1,7 @@
 // The documents' models end to end: a training step and inference, next to PyTorch (bench_models.py).
 //
 //   bench_models [--threads N] [--iters N] [--model cnn-bn|cnn-in|cnn-gn|rnn-ln] [--profile] [--floor]
+//                [--conv auto|gemm|direct]
 //
 // Models (examples/common/models.h), batch 64: the CNN with BatchNorm2d, InstanceNorm2d and
 // GroupNorm(32, 64) on (64, 3, 32, 32), and RNNWithLayerNorm on (32, 64, 100).
@@ -58,6 +59,7 @@ struct Args {
   std::string model;  // empty: all, each in a process of its own
   bool profile = false;
   bool floor = false;
+  std::string conv = "auto";  // set_conv2d_algorithm
 };
 
 const char* const kModels[] = {"cnn-bn", "cnn-in", "cnn-gn", "rnn-ln"};
@@ -300,10 +302,11 @@ int main(int argc, char** argv) {
     else if (a == "--model") args.model = value();
     else if (a == "--profile") args.profile = true;
     else if (a == "--floor") args.floor = true;
+    else if (a == "--conv") args.conv = value();
     else {
       std::fprintf(stderr,
                    "usage: bench_models [--threads N] [--iters N] [--model cnn-bn|cnn-in|cnn-gn|rnn-ln] [--profile] "
-                   "[--floor]\n");
+                   "[--floor] [--conv auto|gemm|direct]\n");
       return 2;
     }
   }
@@ -314,6 +317,12 @@ int main(int argc, char** argv) {
   }
   if (std::find(std::begin(kModels), std::end(kModels), args.model) == std::end(kModels)) {
     std::fprintf(stderr, "bench_models: unknown model '%s'\n", args.model.c_str());
+    return 2;
+  }
+  if (args.conv == "gemm") set_conv2d_algorithm(Conv2dAlgorithm::Gemm);
+  else if (args.conv == "direct") set_conv2d_algorithm(Conv2dAlgorithm::Direct);
+  else if (args.conv != "auto") {
+    std::fprintf(stderr, "bench_models: --conv must be auto, gemm or direct, got '%s'\n", args.conv.c_str());
     return 2;
   }
   omp_set_num_threads(args.threads);

@@ -6,13 +6,15 @@
 # tapegrad is faster or smaller). "vs best" compares tapegrad at 2 threads with the faster of
 # PyTorch's 1- and 2-thread figures.
 # Both sides run with glibc told to keep freed memory in the heap, as bench/run_conv.sh explains
-# (BENCH_DEFAULT_MALLOC=1: glibc's defaults). tapegrad's OpenMP threads sleep when idle
-# (OMP_WAIT_POLICY=PASSIVE): the step alternates between parallel kernels and serial bookkeeping, and
-# spinning threads would compete with the serial part on a 2-core machine.
+# (BENCH_DEFAULT_MALLOC=1: glibc's defaults). Both sides' OpenMP threads sleep when idle
+# (OMP_WAIT_POLICY=PASSIVE, unless set otherwise): on a shared 2-core machine spinning threads compete
+# with the serial parts of a step and with the other processes (on a loaded machine PyTorch's LSTM
+# training step took 10 s with spinning threads against 0.25 s with sleeping ones).
 set -euo pipefail
 if [[ "${BENCH_DEFAULT_MALLOC:-0}" != 1 ]]; then
   export MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296
 fi
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 here="$(cd "$(dirname "$0")" && pwd)"
 build="${1:-$here/../build}"
 iters="${2:-20}"
@@ -22,7 +24,7 @@ out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 for ((r = 0; r < rounds; ++r)); do
   for t in 1 2; do
-    OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} "$build/bench/bench_models" --threads "$t" --iters "$iters" |
+    "$build/bench/bench_models" --threads "$t" --iters "$iters" |
       sed "s/^/tapegrad $t /" >>"$out"
     /usr/bin/python3 "$here/bench_models.py" --threads "$t" --iters "$iters" | sed "s/^/torch $t /" >>"$out"
   done
