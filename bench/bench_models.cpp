@@ -216,10 +216,11 @@ void print_floor(const std::string& name, double measured_ms) {
   const double flops = 2.0 * 2.0 * kBatch * 64 * 1024 * 27 + 3 * 2.0 * kBatch * 16384 * 10;
   const double bytes = (12.0 * A + 4.0 * A / 4) * sizeof(float);
   const double gemm_ms = flops / (gflops * 1e6), mem_ms = bytes / (triad * 1e6);
-  std::printf("# floor %s: %.0f MFLOP at %.1f GFLOP/s (sgemm 1024^3) = %.2f ms + %.0f MB at %.1f GB/s (triad) = %.2f ms"
-              " -> floor %.2f ms, measured %.2f ms (%.2fx the floor)\n",
-              name.c_str(), flops / 1e6, gflops, gemm_ms, bytes / 1e6, triad, mem_ms, gemm_ms + mem_ms, measured_ms,
-              measured_ms / (gemm_ms + mem_ms));
+  std::printf(
+      "# floor %s: %.0f MFLOP at %.1f GFLOP/s (sgemm 1024^3) = %.2f ms + %.0f MB at %.1f GB/s (triad) = %.2f ms"
+      " -> floor %.2f ms, measured %.2f ms (%.2fx the floor)\n",
+      name.c_str(), flops / 1e6, gflops, gemm_ms, bytes / 1e6, triad, mem_ms, gemm_ms + mem_ms, measured_ms,
+      measured_ms / (gemm_ms + mem_ms));
 }
 
 // ---- one model ----
@@ -297,12 +298,18 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--threads") args.threads = std::atoi(value().c_str());
-    else if (a == "--iters") args.iters = std::max(1, std::atoi(value().c_str()));
-    else if (a == "--model") args.model = value();
-    else if (a == "--profile") args.profile = true;
-    else if (a == "--floor") args.floor = true;
-    else if (a == "--conv") args.conv = value();
+    if (a == "--threads")
+      args.threads = std::atoi(value().c_str());
+    else if (a == "--iters")
+      args.iters = std::max(1, std::atoi(value().c_str()));
+    else if (a == "--model")
+      args.model = value();
+    else if (a == "--profile")
+      args.profile = true;
+    else if (a == "--floor")
+      args.floor = true;
+    else if (a == "--conv")
+      args.conv = value();
     else {
       std::fprintf(stderr,
                    "usage: bench_models [--threads N] [--iters N] [--model cnn-bn|cnn-in|cnn-gn|rnn-ln] [--profile] "
@@ -319,8 +326,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_models: unknown model '%s'\n", args.model.c_str());
     return 2;
   }
-  if (args.conv == "gemm") set_conv2d_algorithm(Conv2dAlgorithm::Gemm);
-  else if (args.conv == "direct") set_conv2d_algorithm(Conv2dAlgorithm::Direct);
+  if (args.conv == "gemm")
+    set_conv2d_algorithm(Conv2dAlgorithm::Gemm);
+  else if (args.conv == "direct")
+    set_conv2d_algorithm(Conv2dAlgorithm::Direct);
   else if (args.conv != "auto") {
     std::fprintf(stderr, "bench_models: --conv must be auto, gemm or direct, got '%s'\n", args.conv.c_str());
     return 2;

@@ -56,9 +56,12 @@ void sgd_kernel(T* p, const T* grad, T* buf, int64_t n, const SGDStep& s, bool f
   detail::with_flags(
       [&]<bool Maximize, bool Decay, bool Momentum, bool First, bool Nesterov>() {
         if constexpr (Momentum || (!First && !Nesterov)) {  // First and Nesterov only exist with momentum
-          detail::parallel_chunks(n, [&](int64_t lo, int64_t hi) {
-            sgd_range<T, Maximize, Decay, Momentum, First, Nesterov>(p, grad, buf, lo, hi, wd, mom, keep, neg_lr);
-          }, kSGDGrain);
+          detail::parallel_chunks(
+              n,
+              [&](int64_t lo, int64_t hi) {
+                sgd_range<T, Maximize, Decay, Momentum, First, Nesterov>(p, grad, buf, lo, hi, wd, mom, keep, neg_lr);
+              },
+              kSGDGrain);
         }
       },
       s.maximize, s.weight_decay != 0, buf != nullptr, buf != nullptr && first, buf != nullptr && s.nesterov);

@@ -345,7 +345,8 @@ TEST_CASE("relu_max_pool2d matches relu then max_pool2d: values and gradient") {
   // Odd sizes leave a last row / column outside every window; integer inputs make ties and zero
   // windows (all entries <= 0) common; NaN goes through relu as 0.
   // Widths of 16 output columns and more take the vector kernel, with a scalar tail for the rest.
-  const std::vector<Shape> shapes = {{2, 3, 8, 8}, {1, 2, 7, 5}, {3, 3, 4}, {2, 1, 2, 2}, {2, 2, 5, 37}, {1, 64, 32, 32}};
+  const std::vector<Shape> shapes = {{2, 3, 8, 8}, {1, 2, 7, 5},  {3, 3, 4},
+                                     {2, 1, 2, 2}, {2, 2, 5, 37}, {1, 64, 32, 32}};
   for (const Shape& shape : shapes)
     for (DType dt : {kFloat32, kFloat64})
       for (bool ints : {false, true}) {
@@ -391,8 +392,11 @@ TEST_CASE("relu_max_pool2d other windows run the composition") {
 TEST_CASE("relu_max_pool2d gradcheck and gradgradcheck in float64") {
   Tensor x = testing::randn64({2, 3, 7, 6}, 4);
   REQUIRE(gradcheck([](const std::vector<Tensor>& t) { return relu_max_pool2d(t[0], {2, 2}); }, {x}));
-  REQUIRE(gradcheck([](const std::vector<Tensor>& t) { return relu_max_pool2d(t[0], {2, 2}); },
-                    {testing::randn64({3, 5, 4}, 5)}));
+  REQUIRE(gradcheck(
+      [](const std::vector<Tensor>& t) {
+        return relu_max_pool2d(t[0], {2, 2});
+      },
+      {testing::randn64({3, 5, 4}, 5)}));
   REQUIRE(gradgradcheck([](const std::vector<Tensor>& t) { return relu_max_pool2d(t[0] * t[0] - 0.5, {2, 2}); }, {x}));
   const auto nodes = autograd::tape({relu_max_pool2d(x, {2, 2})});
   REQUIRE(nodes.size() == 1);

@@ -407,8 +407,8 @@ Tensor relu_max2_scatter(const PlaneGeom& g, const Tensor& grad_output, const Te
             const __m256 gv = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(sr + iw / 2)), dup);
             uint64_t bytes;
             std::memcpy(&bytes, wr + iw, 8);
-            const __m256i keep = _mm256_cmpgt_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(bytes))),
-                                                    _mm256_setzero_si256());
+            const __m256i keep = _mm256_cmpgt_epi32(
+                _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(bytes))), _mm256_setzero_si256());
             _mm256_storeu_ps(dr + iw, _mm256_and_ps(gv, _mm256_castsi256_ps(keep)));
           }
         }
@@ -420,9 +420,8 @@ Tensor relu_max2_scatter(const PlaneGeom& g, const Tensor& grad_output, const Te
     });
   });
   // saved: winner
-  autograd::record(
-      "relu_max_pool2d_backward", {grad_output}, {gx}, {winner},
-      [g](Context& ctx) -> Grads { return {relu_max2_gather(g, ctx.grad(), ctx.saved(0))}; }, {"winner"});
+  autograd::record("relu_max_pool2d_backward", {grad_output}, {gx}, {winner},
+                   [g](Context& ctx) -> Grads { return {relu_max2_gather(g, ctx.grad(), ctx.saved(0))}; }, {"winner"});
   return gx;
 }
 
@@ -452,9 +451,8 @@ Tensor relu_max2_gather(const PlaneGeom& g, const Tensor& u, const Tensor& winne
     });
   });
   // saved: winner
-  autograd::record(
-      "relu_max_pool2d_gather", {u}, {out}, {winner},
-      [g](Context& ctx) -> Grads { return {relu_max2_scatter(g, ctx.grad(), ctx.saved(0))}; }, {"winner"});
+  autograd::record("relu_max_pool2d_gather", {u}, {out}, {winner},
+                   [g](Context& ctx) -> Grads { return {relu_max2_scatter(g, ctx.grad(), ctx.saved(0))}; }, {"winner"});
   return out;
 }
 
@@ -566,8 +564,8 @@ Tensor max_pool2d(const Tensor& input, Int2 kernel_size, std::optional<Int2> str
   return max_pool_impl(input, kernel_size, stride, padding, dilation, ceil_mode, false).first;
 }
 
-Tensor relu_max_pool2d(const Tensor& input, Int2 kernel_size, std::optional<Int2> stride, Int2 padding,
-                       Int2 dilation, bool ceil_mode) {
+Tensor relu_max_pool2d(const Tensor& input, Int2 kernel_size, std::optional<Int2> stride, Int2 padding, Int2 dilation,
+                       bool ceil_mode) {
   const Int2 st = stride.value_or(kernel_size);
   const bool fused = (input.dim() == 3 || input.dim() == 4) && kernel_size == Int2{2, 2} && st == Int2{2, 2} &&
                      padding == Int2{0, 0} && dilation == Int2{1, 1} && !ceil_mode;
@@ -592,9 +590,8 @@ Tensor relu_max_pool2d(const Tensor& input, Int2 kernel_size, std::optional<Int2
     });
   });
   // saved: winner
-  autograd::record(
-      "relu_max_pool2d", {input}, {out}, {winner},
-      [g](Context& ctx) -> Grads { return {relu_max2_scatter(g, ctx.grad(), ctx.saved(0))}; }, {"winner"});
+  autograd::record("relu_max_pool2d", {input}, {out}, {winner},
+                   [g](Context& ctx) -> Grads { return {relu_max2_scatter(g, ctx.grad(), ctx.saved(0))}; }, {"winner"});
   return out;
 }
 
