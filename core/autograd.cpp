@@ -18,6 +18,7 @@ thread_local bool t_grad_enabled = true;
 thread_local bool t_anomaly = false;
 thread_local bool t_profiling = false;
 thread_local std::string t_scope;
+thread_local std::chrono::steady_clock::time_point t_last_record;  // profiling: when the last node was recorded
 // Execution order across threads: a graph built by several threads still replays correctly.
 std::atomic<uint64_t> g_next_seq{0};
 
@@ -36,7 +37,11 @@ void set_grad_enabled(bool on) { t_grad_enabled = on; }
 bool anomaly_enabled() { return t_anomaly; }
 void set_anomaly_enabled(bool on) { t_anomaly = on; }
 bool profiling_enabled() { return t_profiling; }
-void set_profiling_enabled(bool on) { t_profiling = on; }
+void set_profiling_enabled(bool on) {
+  t_profiling = on;
+  profile_mark();
+}
+void profile_mark() { t_last_record = std::chrono::steady_clock::now(); }
 
 ForwardScope::ForwardScope(std::string where) : prev_(std::exchange(t_scope, std::move(where))) {}
 ForwardScope::~ForwardScope() { t_scope = std::move(prev_); }
@@ -89,6 +94,11 @@ std::shared_ptr<Node> record(std::string name, const std::vector<Tensor>& inputs
                              const std::vector<Tensor>& saved, BackwardFn backward, std::vector<std::string> labels) {
   if (!needs_grad(inputs)) return nullptr;
   auto node = std::make_shared<Node>();
+  if (t_profiling) {
+    const auto now = std::chrono::steady_clock::now();
+    node->forward_ms = std::chrono::duration<double, std::milli>(now - t_last_record).count();
+    t_last_record = now;
+  }
   node->name = std::move(name);
   node->seq = g_next_seq.fetch_add(1, std::memory_order_relaxed);
   node->backward = std::move(backward);
@@ -321,7 +331,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
         grads[k] = Tensor::zeros(node->outputs[k].shape, {.dtype = node->outputs[k].dtype});
 
     Context ctx(*node, std::move(grads));
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = t_profiling ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     Grads in_grads = node->backward(ctx);
     if (t_profiling) {
       node->backward_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

@@ -97,9 +97,14 @@ class ForwardScope {
 // The innermost open ForwardScope ("" outside any).
 const std::string& forward_scope();
 
-// Profiling (thread-local): nodes accumulate the wall time of their backward.
+// Profiling (thread-local): nodes accumulate the wall time of their backward, and record the wall time
+// of their forward: the time since the previous node was recorded on this thread (or since
+// profile_mark()), so every moment of a forward pass is charged to the op that ends it. Off: no cost
+// beyond one flag test per node.
 bool profiling_enabled();
 void set_profiling_enabled(bool on);
+// Starts the forward clock (call before a forward pass that is profiled); set_profiling_enabled(true) does too.
+void profile_mark();
 
 // Where a node sends the gradient of one of its inputs: to the node that produced that input (output
 // `output_nr` of it), or, for a leaf that requires grad, into that leaf's .grad.
@@ -142,6 +147,7 @@ class Node : public std::enable_shared_from_this<Node> {
   BackwardFn backward;
   bool released = false;   // saved tensors freed by a backward without retain_graph
   std::string where;       // anomaly mode: the forward scope the node was recorded in ("" if none)
+  double forward_ms = 0;   // profiling
   double backward_ms = 0;  // profiling
   uint64_t backward_calls = 0;
 

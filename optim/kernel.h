@@ -71,12 +71,12 @@ inline T nan_max(T a, T b) {
   return (a != a || a > b) ? a : b;
 }
 
-// Runs body(lo, hi) over [0, n): in one call below the parallel grain, else split evenly across the
-// OpenMP threads (each chunk a plain loop the compiler vectorizes).
+// Runs body(lo, hi) over [0, n): in one call below the grain, else split evenly across the OpenMP
+// threads (each chunk a plain loop the compiler vectorizes).
 template <typename Body>
-void parallel_chunks(int64_t n, Body&& body) {
+void parallel_chunks(int64_t n, Body&& body, int64_t grain = tapegrad::detail::kParallelGrain) {
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  if (n < tapegrad::detail::kParallelGrain || threads <= 1) {
+  if (n < grain || threads <= 1) {
     body(int64_t{0}, n);
     return;
   }

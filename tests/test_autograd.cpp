@@ -268,3 +268,32 @@ TEST_CASE("a 0-dim tensor views and reshapes to any shape of ones, and back") {
   (v.reshape({}) * 2.0).backward();
   REQUIRE(a.grad().item() == 2.0);
 }
+
+TEST_CASE("profiling times every node's forward and backward, and nothing when off") {
+  Tensor x = Tensor::randn({256, 256}).requires_grad_();
+  {
+    Tensor y = (x * x).sum();
+    y.backward();
+    for (const auto& n : autograd::tape({y})) {
+      REQUIRE(n->forward_ms == 0);
+      REQUIRE(n->backward_ms == 0);
+      REQUIRE(n->backward_calls == 0);
+    }
+  }
+  autograd::set_profiling_enabled(true);
+  autograd::profile_mark();
+  Tensor y = (x * x).sum();
+  y.backward();
+  autograd::set_profiling_enabled(false);
+  const auto nodes = autograd::tape({y});
+  REQUIRE(nodes.size() == 2);
+  double fwd = 0;
+  for (const auto& n : nodes) {
+    INFO(n->name);
+    REQUIRE(n->forward_ms >= 0);
+    REQUIRE(n->backward_ms >= 0);
+    REQUIRE(n->backward_calls == 1);
+    fwd += n->forward_ms;
+  }
+  REQUIRE(fwd > 0);  // a 256x256 product and sum take measurable time
+}

@@ -324,6 +324,85 @@ TEST_CASE("max_pool2d errors carry PyTorch's messages") {
   REQUIRE(max_pool2d(Tensor::randn({0, 3, 5, 5}), {2, 2}).shape() == Shape{0, 3, 2, 2});
 }
 
+// ---- relu_max_pool2d (fused) ----
+
+namespace {
+
+// The unfused composition's value and input gradient.
+struct Composed {
+  Tensor y, gx;
+};
+Composed relu_then_pool(const Tensor& x0, const Tensor& gy, Int2 k, std::optional<Int2> s = std::nullopt) {
+  Tensor x = x0.detach().requires_grad_();
+  Tensor y = max_pool2d(relu(x), k, s);
+  y.backward(gy);
+  return {y.detach(), x.grad()};
+}
+
+}  // namespace
+
+TEST_CASE("relu_max_pool2d matches relu then max_pool2d: values and gradient") {
+  // Odd sizes leave a last row / column outside every window; integer inputs make ties and zero
+  // windows (all entries <= 0) common; NaN goes through relu as 0.
+  // Widths of 16 output columns and more take the vector kernel, with a scalar tail for the rest.
+  const std::vector<Shape> shapes = {{2, 3, 8, 8}, {1, 2, 7, 5},  {3, 3, 4},
+                                     {2, 1, 2, 2}, {2, 2, 5, 37}, {1, 64, 32, 32}};
+  for (const Shape& shape : shapes)
+    for (DType dt : {kFloat32, kFloat64})
+      for (bool ints : {false, true}) {
+        INFO(shape_list(shape) << " " << dtype_name(dt) << (ints ? " integers" : ""));
+        Generator gen(3);
+        Tensor x = ints ? Tensor::randint(-2, 3, shape, &gen).to(dt) : Tensor::randn(shape, {.dtype = dt}, &gen);
+        Tensor xg = x.detach().requires_grad_();
+        Tensor y = relu_max_pool2d(xg, {2, 2});
+        Tensor gy = Tensor::randn(y.shape(), {.dtype = dt}, &gen);
+        y.backward(gy);
+        const Composed r = relu_then_pool(x, gy, {2, 2});
+        require_close(y, r.y, 0, 0);
+        require_close(xg.grad(), r.gx, 0, 0);
+        autograd::NoGradGuard ng;
+        require_close(relu_max_pool2d(x, {2, 2}), r.y, 0, 0);
+      }
+  // A window of NaNs and negatives gives 0 and no gradient; a tie goes to the first maximum.
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor p = Tensor::from_vector(std::vector<float>{nan, -1, -2, 3, -4, nan, 3, 1}, {1, 2, 4}).requires_grad_();
+  Tensor y = relu_max_pool2d(p, {2, 2});
+  REQUIRE(y.to_vector<float>() == std::vector<float>{0, 3});
+  y.backward(Tensor::from_vector(std::vector<float>{1, 2}, {1, 1, 2}));
+  REQUIRE(p.grad().to_vector<float>() == std::vector<float>{0, 0, 0, 2, 0, 0, 0, 0});
+}
+
+TEST_CASE("relu_max_pool2d other windows run the composition") {
+  Generator gen(5);
+  Tensor x = Tensor::randn({2, 3, 7, 7}, {}, &gen);
+  Tensor gy = Tensor::randn({2, 3, 3, 3}, {}, &gen);
+  Tensor xg = x.detach().requires_grad_();
+  Tensor y = relu_max_pool2d(xg, {3, 3}, Int2{2, 2});
+  y.backward(gy);
+  const Composed r = relu_then_pool(x, gy, {3, 3}, Int2{2, 2});
+  require_close(y, r.y, 0, 0);
+  require_close(xg.grad(), r.gx, 0, 0);
+  REQUIRE_ERROR(relu_max_pool2d(Tensor::zeros({1, 1, 1, 1}), {2, 2}),
+                "max_pool2d: Given input size: (1x1x1). Calculated output size: (1x0x0). Output size is too small");
+  REQUIRE_ERROR(relu_max_pool2d(Tensor::zeros({1, 1, 4, 4}, {.dtype = kInt64}), {2, 2}),
+                "max_pool2d: expected a floating point tensor (float32 or float64), got int64");
+  REQUIRE(relu_max_pool2d(Tensor::randn({0, 3, 5, 5}), {2, 2}).shape() == Shape{0, 3, 2, 2});
+}
+
+TEST_CASE("relu_max_pool2d gradcheck and gradgradcheck in float64") {
+  Tensor x = testing::randn64({2, 3, 7, 6}, 4);
+  REQUIRE(gradcheck([](const std::vector<Tensor>& t) { return relu_max_pool2d(t[0], {2, 2}); }, {x}));
+  REQUIRE(gradcheck(
+      [](const std::vector<Tensor>& t) {
+        return relu_max_pool2d(t[0], {2, 2});
+      },
+      {testing::randn64({3, 5, 4}, 5)}));
+  REQUIRE(gradgradcheck([](const std::vector<Tensor>& t) { return relu_max_pool2d(t[0] * t[0] - 0.5, {2, 2}); }, {x}));
+  const auto nodes = autograd::tape({relu_max_pool2d(x, {2, 2})});
+  REQUIRE(nodes.size() == 1);
+  REQUIRE(nodes[0]->name == "relu_max_pool2d");
+}
+
 // ---- avg_pool2d ----
 
 TEST_CASE("avg_pool2d matches direct loops: values and gradient") {

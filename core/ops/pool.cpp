@@ -6,13 +6,21 @@
 #include "pool.h"
 
 #include "../autograd.h"
+#include "elementwise.h"
 
 #include <omp.h>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace tapegrad {
@@ -263,6 +271,191 @@ std::pair<Tensor, Tensor> max_pool_impl(const Tensor& input, Int2 kernel, std::o
   return {out, ind};
 }
 
+// ---- relu followed by a 2x2 max pool, fused ----
+//
+// y = max_pool2d(relu(x), 2) in one pass over x. relu is monotone, so the pooled value is the relu of the
+// window's maximum; the gradient reaches x[i] when i is the window's argmax in the relu output (first
+// maximum in row-major order, as max_pool2d) and that maximum is positive (relu's mask). Instead of
+// relu's output (numel floats) and the pool's int64 indices, the op keeps one bool per input element:
+// `winner`, true where the gradient goes. An odd last row or column lies in no window.
+
+// max(v, 0) with NaN -> 0: relu as tapegrad computes it.
+template <typename T>
+inline T relu_value(T v) {
+  return v > T(0) ? v : T(0);
+}
+
+#if defined(__AVX2__)
+// kBytes[b]: the 8 bits of b as 8 bytes of 0 or 1 (a bool per float lane of a movemask).
+constexpr std::array<uint64_t, 256> make_byte_table() {
+  std::array<uint64_t, 256> t{};
+  for (int b = 0; b < 256; ++b)
+    for (int i = 0; i < 8; ++i)
+      if (b & (1 << i)) t[b] |= uint64_t{1} << (8 * i);
+  return t;
+}
+constexpr std::array<uint64_t, 256> kBytes = make_byte_table();
+
+// Outputs [0, 8 * (wo / 8)) of one output row from input rows r0, r1: 16 input columns (8 windows) per
+// step, in the input's layout. m = the window maximum, broadcast to both columns of each pair; the
+// winners are the first lanes equal to m in window order (row 0 even, row 0 odd, row 1 even, row 1
+// odd), where m > 0. Returns the number of outputs done.
+template <bool kWinner>
+int64_t relu_max2_row_avx2(const float* r0, const float* r1, float* yr, bool* w0, bool* w1, int64_t wo) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 odd = _mm256_castsi256_ps(_mm256_setr_epi32(0, -1, 0, -1, 0, -1, 0, -1));
+  int64_t ow = 0;
+  for (; ow + 8 <= wo; ow += 8) {
+    __m256 m[2];
+    for (int h = 0; h < 2; ++h) {
+      const int64_t c = 2 * ow + 8 * h;
+      // max_ps(v, 0) returns 0 for a NaN v: relu as tapegrad computes it.
+      const __m256 v0 = _mm256_max_ps(_mm256_loadu_ps(r0 + c), zero);
+      const __m256 v1 = _mm256_max_ps(_mm256_loadu_ps(r1 + c), zero);
+      const __m256 vm = _mm256_max_ps(v0, v1);
+      m[h] = _mm256_max_ps(vm, _mm256_permute_ps(vm, 0xB1));  // 0xB1: swap the columns of each pair
+      if constexpr (kWinner) {
+        const __m256 pos = _mm256_cmp_ps(m[h], zero, _CMP_GT_OQ);
+        const __m256 e0 = _mm256_cmp_ps(v0, m[h], _CMP_EQ_OQ), e1 = _mm256_cmp_ps(v1, m[h], _CMP_EQ_OQ);
+        const __m256 e0s = _mm256_permute_ps(e0, 0xB1), e1s = _mm256_permute_ps(e1, 0xB1);
+        // row 0: an odd lane loses to its even partner; row 1: loses to any row-0 hit and to its partner
+        const __m256 win0 = _mm256_and_ps(_mm256_andnot_ps(_mm256_and_ps(e0s, odd), e0), pos);
+        const __m256 taken = _mm256_or_ps(_mm256_or_ps(e0, e0s), _mm256_and_ps(e1s, odd));
+        const __m256 win1 = _mm256_and_ps(_mm256_andnot_ps(taken, e1), pos);
+        const uint64_t b0 = kBytes[_mm256_movemask_ps(win0)], b1 = kBytes[_mm256_movemask_ps(win1)];
+        std::memcpy(w0 + c, &b0, 8);
+        std::memcpy(w1 + c, &b1, 8);
+      }
+    }
+    // the even lanes of m[0], m[1] in order: shuffle gives (0 2 | 8 10 | 4 6 | 12 14), the permute fixes it
+    const __m256 ev = _mm256_shuffle_ps(m[0], m[1], _MM_SHUFFLE(2, 0, 2, 0));
+    _mm256_storeu_ps(yr + ow, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), _MM_SHUFFLE(3, 1, 2, 0))));
+  }
+  return ow;
+}
+#endif
+
+template <typename T, bool kWinner>
+void relu_max2_plane(const PlaneGeom& g, const T* x, T* y, bool* winner) {
+  for (int64_t oh = 0; oh < g.ho; ++oh) {
+    const T* r0 = x + 2 * oh * g.w;
+    const T* r1 = r0 + g.w;
+    T* yr = y + oh * g.wo;
+    int64_t ow0 = 0;
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<T, float>) {
+      bool* w0 = kWinner ? winner + 2 * oh * g.w : nullptr;
+      ow0 = relu_max2_row_avx2<kWinner>(r0, r1, yr, w0, kWinner ? w0 + g.w : nullptr, g.wo);
+    }
+#endif
+    for (int64_t ow = ow0; ow < g.wo; ++ow) {
+      const T a = relu_value(r0[2 * ow]), b = relu_value(r0[2 * ow + 1]);
+      const T c = relu_value(r1[2 * ow]), d = relu_value(r1[2 * ow + 1]);
+      // the first maximum in window order a, b, c, d
+      T m = a;
+      int k = 0;
+      k = b > m ? 1 : k;
+      m = b > m ? b : m;
+      k = c > m ? 2 : k;
+      m = c > m ? c : m;
+      k = d > m ? 3 : k;
+      m = d > m ? d : m;
+      yr[ow] = m;
+      if constexpr (kWinner) {
+        bool* w0 = winner + 2 * oh * g.w + 2 * ow;
+        bool* w1 = w0 + g.w;
+        const bool pos = m > T(0);
+        w0[0] = pos && k == 0;
+        w0[1] = pos && k == 1;
+        w1[0] = pos && k == 2;
+        w1[1] = pos && k == 3;
+      }
+    }
+    if constexpr (kWinner) {
+      if (g.w % 2 != 0) winner[2 * oh * g.w + g.w - 1] = winner[(2 * oh + 1) * g.w + g.w - 1] = false;
+    }
+  }
+  if constexpr (kWinner) {
+    if (g.h % 2 != 0) std::fill(winner + (g.h - 1) * g.w, winner + g.h * g.w, false);
+  }
+}
+
+Tensor relu_max2_gather(const PlaneGeom& g, const Tensor& u, const Tensor& winner);
+
+// gx[i] = winner[i] ? gy[window of i] : 0: the backward of the fused op, linear in gy.
+Tensor relu_max2_scatter(const PlaneGeom& g, const Tensor& grad_output, const Tensor& winner) {
+  const Tensor gy = grad_output.contiguous();
+  Tensor gx = Tensor::empty(g.in_shape, {.dtype = gy.dtype()});
+  dispatch_floating(gy.dtype(), "relu_max_pool2d", [&]<typename T>() {
+    const T* src = gy.data_ptr<T>();
+    const bool* win = winner.data_ptr<bool>();
+    T* dst = gx.data_ptr<T>();
+    for_each_plane(g, [&](int64_t pl) {
+      const T* s = src + pl * g.out_plane();
+      const bool* wp = win + pl * g.in_plane();
+      T* d = dst + pl * g.in_plane();
+      for (int64_t ih = 0; ih < 2 * g.ho; ++ih) {
+        const T* sr = s + (ih / 2) * g.wo;
+        const bool* wr = wp + ih * g.w;
+        T* dr = d + ih * g.w;
+        int64_t iw = 0;
+#if defined(__AVX2__)
+        if constexpr (std::is_same_v<T, float>) {
+          // 8 columns: 4 gradients, each duplicated, kept where the winner byte is set
+          const __m256i dup = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+          for (; iw + 8 <= 2 * g.wo; iw += 8) {
+            const __m256 gv = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(sr + iw / 2)), dup);
+            uint64_t bytes;
+            std::memcpy(&bytes, wr + iw, 8);
+            const __m256i keep = _mm256_cmpgt_epi32(
+                _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(bytes))), _mm256_setzero_si256());
+            _mm256_storeu_ps(dr + iw, _mm256_and_ps(gv, _mm256_castsi256_ps(keep)));
+          }
+        }
+#endif
+        for (; iw < 2 * g.wo; ++iw) dr[iw] = wr[iw] ? sr[iw / 2] : T(0);
+        if (g.w % 2 != 0) dr[g.w - 1] = T(0);
+      }
+      if (g.h % 2 != 0) std::fill(d + (g.h - 1) * g.w, d + g.h * g.w, T(0));
+    });
+  });
+  // saved: winner
+  autograd::record("relu_max_pool2d_backward", {grad_output}, {gx}, {winner},
+                   [g](Context& ctx) -> Grads { return {relu_max2_gather(g, ctx.grad(), ctx.saved(0))}; }, {"winner"});
+  return gx;
+}
+
+// out[o] = the sum over window o of winner * u (one term at most): the adjoint of relu_max2_scatter.
+Tensor relu_max2_gather(const PlaneGeom& g, const Tensor& u, const Tensor& winner) {
+  const Tensor uc = u.contiguous();
+  Tensor out = Tensor::empty(g.out_shape, {.dtype = u.dtype()});
+  dispatch_floating(u.dtype(), "relu_max_pool2d", [&]<typename T>() {
+    const T* src = uc.data_ptr<T>();
+    const bool* win = winner.data_ptr<bool>();
+    T* dst = out.data_ptr<T>();
+    for_each_plane(g, [&](int64_t pl) {
+      const T* s = src + pl * g.in_plane();
+      const bool* wp = win + pl * g.in_plane();
+      T* d = dst + pl * g.out_plane();
+      for (int64_t oh = 0; oh < g.ho; ++oh) {
+        for (int64_t ow = 0; ow < g.wo; ++ow) {
+          const int64_t i0 = 2 * oh * g.w + 2 * ow, i1 = i0 + g.w;
+          T v = T(0);
+          v += wp[i0] ? s[i0] : T(0);
+          v += wp[i0 + 1] ? s[i0 + 1] : T(0);
+          v += wp[i1] ? s[i1] : T(0);
+          v += wp[i1 + 1] ? s[i1 + 1] : T(0);
+          d[oh * g.wo + ow] = v;
+        }
+      }
+    });
+  });
+  // saved: winner
+  autograd::record("relu_max_pool2d_gather", {u}, {out}, {winner},
+                   [g](Context& ctx) -> Grads { return {relu_max2_scatter(g, ctx.grad(), ctx.saved(0))}; }, {"winner"});
+  return out;
+}
+
 // ---- average pooling (fixed and adaptive windows) ----
 
 // The window of every output row and column: [start, end) clipped to the input, and the length
@@ -369,6 +562,37 @@ std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& input, Int2 kern
 Tensor max_pool2d(const Tensor& input, Int2 kernel_size, std::optional<Int2> stride, Int2 padding, Int2 dilation,
                   bool ceil_mode) {
   return max_pool_impl(input, kernel_size, stride, padding, dilation, ceil_mode, false).first;
+}
+
+Tensor relu_max_pool2d(const Tensor& input, Int2 kernel_size, std::optional<Int2> stride, Int2 padding, Int2 dilation,
+                       bool ceil_mode) {
+  const Int2 st = stride.value_or(kernel_size);
+  const bool fused = (input.dim() == 3 || input.dim() == 4) && kernel_size == Int2{2, 2} && st == Int2{2, 2} &&
+                     padding == Int2{0, 0} && dilation == Int2{1, 1} && !ceil_mode;
+  if (!fused) return max_pool2d(relu(input), kernel_size, stride, padding, dilation, ceil_mode);
+  const PlaneGeom g = check_pool("max_pool2d", input, {kernel_size, st, padding, dilation, ceil_mode});
+  const bool record = autograd::needs_grad({input});
+  const Tensor x = input.contiguous();
+  Tensor out = Tensor::empty(g.out_shape, {.dtype = input.dtype()});
+  Tensor winner = record ? Tensor::empty(g.in_shape, {.dtype = kBool}) : Tensor();
+  dispatch_floating(input.dtype(), "relu_max_pool2d", [&]<typename T>() {
+    const T* src = x.data_ptr<T>();
+    T* dst = out.data_ptr<T>();
+    bool* win = record ? winner.data_ptr<bool>() : nullptr;
+    for_each_plane(g, [&](int64_t pl) {
+      const T* s = src + pl * g.in_plane();
+      T* d = dst + pl * g.out_plane();
+      if (record) {
+        relu_max2_plane<T, true>(g, s, d, win + pl * g.in_plane());
+      } else {
+        relu_max2_plane<T, false>(g, s, d, nullptr);
+      }
+    });
+  });
+  // saved: winner
+  autograd::record("relu_max_pool2d", {input}, {out}, {winner},
+                   [g](Context& ctx) -> Grads { return {relu_max2_scatter(g, ctx.grad(), ctx.saved(0))}; }, {"winner"});
+  return out;
 }
 
 Tensor avg_pool2d(const Tensor& input, Int2 kernel_size, std::optional<Int2> stride, Int2 padding, bool ceil_mode,

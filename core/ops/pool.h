@@ -47,6 +47,15 @@ std::pair<Tensor, Tensor> max_pool2d_with_indices(const Tensor& input, Int2 kern
 Tensor max_pool2d(const Tensor& input, Int2 kernel_size, std::optional<Int2> stride = std::nullopt,
                   Int2 padding = {0, 0}, Int2 dilation = {1, 1}, bool ceil_mode = false);
 
+// max_pool2d(relu(input), ...), with the same values and gradients as that composition. For the 2x2
+// window with stride 2 (no padding, dilation or ceil_mode) one fused pass: no relu output is stored,
+// and backward keeps one bool per input element (where the gradient goes: the window's first maximum
+// of relu(input), when it is positive) instead of relu's output and int64 indices. Other
+// configurations run the composition. Errors as max_pool2d's.
+// saved: winner (bool, input's shape). Backward: gy to the winners, zero elsewhere.
+Tensor relu_max_pool2d(const Tensor& input, Int2 kernel_size, std::optional<Int2> stride = std::nullopt,
+                       Int2 padding = {0, 0}, Int2 dilation = {1, 1}, bool ceil_mode = false);
+
 // Mean over each window. The divisor is divisor_override if given, else the window's size counting
 // the zero padding (count_include_pad, clipped to input + padding) or only the input elements in it.
 // Windows that lie entirely in the padding give 0. stride defaults to the kernel size.

@@ -7,6 +7,7 @@
 //                     Linear(hidden_size, classes) on the last time step; input (L, N, input_size).
 #pragma once
 
+#include <tapegrad/core/ops/pool.h>
 #include <tapegrad/dist/sync_batch_norm.h>
 #include <tapegrad/layers/activation.h>
 #include <tapegrad/layers/conv.h>
@@ -15,6 +16,7 @@
 #include <tapegrad/layers/rnn.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace tapegrad::examples {
@@ -39,8 +41,12 @@ struct CNN : nn::Module {
     pool = register_module("pool", std::make_shared<nn::MaxPool2d>(2));
     fc = register_module("fc", std::make_shared<nn::Linear>(64 * 16 * 16, num_classes));
   }
+  // pool(relu(.)) runs as one fused op (the same values and gradients, a pass and a saved tensor fewer).
   Tensor forward(const Tensor& x) override {
-    Tensor h = pool(relu(bn1(conv1(x))));
+    const nn::MaxPool2dOptions& p = pool->options;
+    Tensor h = relu_max_pool2d(bn1(conv1(x)), pool->kernel_size.value,
+                               p.stride ? std::optional<Int2>(p.stride->value) : std::nullopt, p.padding.value,
+                               p.dilation.value, p.ceil_mode);
     return fc(h.view({-1, 64 * 16 * 16}));
   }
 };
