@@ -205,6 +205,9 @@ int main(int argc, char** argv) try {
   if (*pred) return predict(checkpoint, words);
   TG_CHECK(resume_path.empty() || init_path.empty(), "train_rnn: --init and --resume exclude each other");
 
+  // Files first: reading the word lists takes seconds.
+  for (const std::string& f : {resume_path, init_path})
+    TG_CHECK(f.empty() || fs::exists(f), "train_rnn: the checkpoint '{}' does not exist", f);
   TG_CHECK(fs::is_directory(dict_dir), "train_rnn: the word list folder '{}' does not exist", dict_dir);
   const data::LanguageWords lw =
       data::load_language_words(dict_dir, data::default_languages(), per_lang_train, per_lang_test, split_seed);

@@ -234,5 +234,8 @@ TEST_CASE("train_rnn refuses bad options and missing word lists with a clear mes
   fails_with("predict --checkpoint " + w.path("missing.st") + " word",
              "error: train_rnn predict: the checkpoint '" + w.path("missing.st") + "' does not exist");
   fails_with("predict word", "--checkpoint");
-  fails_with("--resume " + w.path("missing.st"), "does not exist");
+  fails_with("--resume " + w.path("missing.st"),
+             "error: train_rnn: the checkpoint '" + w.path("missing.st") + "' does not exist");
+  fails_with(w.base() + " --init " + w.path("missing.st") + " --resume " + w.path("missing.st"),
+             "error: train_rnn: --init and --resume exclude each other");
 }
