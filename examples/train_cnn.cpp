@@ -27,6 +27,7 @@
 #include <common/report.h>
 #include <fmt/core.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -179,9 +180,21 @@ Checkpoint read_checkpoint(const std::string& path) {
   return ck;
 }
 
+
+// OpenMP threads that spin while waiting for work take the cores the data-loading workers need (and a
+// shared machine's). Passive waiting is the default here; the OpenMP runtime reads OMP_WAIT_POLICY
+// when it starts, before main, so the program starts itself again with it set. An explicit
+// OMP_WAIT_POLICY is left alone.
+void default_passive_wait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  ::execv("/proc/self/exe", argv);  // returns only on failure: then run on with the runtime as it is
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
+  default_passive_wait(argv);
   CLI::App app{"Train the documents' CNN on an image folder (default: Fashion-MNIST)"};
   std::string data_dir, model_kind = "bn", save_path, resume_path, metrics_path;
   int64_t epochs = 1, batch_size = 64, limit = 0, workers = 2;
