@@ -35,6 +35,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <optional>
 
 using namespace tapegrad;
@@ -280,10 +281,17 @@ int main(int argc, char** argv) try {
     if (rank0) fmt::print("resumed from {} after epoch {}\n", resume_path, start_epoch);
   }
 
-  // --limit takes a seeded random subset: an image folder lists its files class by class.
-  Generator subset_gen(seed + 1);
-  std::vector<int64_t> subset = data::randperm(train_set->size(), subset_gen);
-  subset.resize(static_cast<size_t>(n_train));
+  // Epoch e is shuffled by DistributedSampler's generator seeded seed + e. --limit takes a seeded random
+  // subset (an image folder lists its files class by class) from a stream of its own: drawn from
+  // seed + 1, it was epoch 1's permutation too, so epoch 1 visited the images in the order
+  // subset[subset[i]], correlated with epoch 0's. Without --limit every image is used as listed.
+  std::vector<int64_t> subset(static_cast<size_t>(train_set->size()));
+  std::iota(subset.begin(), subset.end(), int64_t{0});
+  if (n_train < train_set->size()) {
+    Generator subset_gen(seed ^ 0x6c696d6974ULL);  // "limit"
+    subset = data::randperm(train_set->size(), subset_gen);
+    subset.resize(static_cast<size_t>(n_train));
+  }
   auto sampler = std::make_shared<SubsetSampler>(subset, group->size(), group->rank(), seed);
   data::DataLoader train_loader(train_set, {.batch_size = batch_size, .seed = seed, .num_workers = workers}, sampler);
   data::DataLoader test_loader(test_set, {.batch_size = 256, .num_workers = workers});
