@@ -13,8 +13,12 @@
 
 namespace tapegrad::examples {
 
-Progress::Progress(std::string label, int64_t total, bool enabled)
-    : label_(std::move(label)), total_(std::max<int64_t>(total, 1)), enabled_(enabled), tty_(isatty(STDOUT_FILENO)) {
+Progress::Progress(std::string label, int64_t total, bool enabled, std::string unit)
+    : label_(std::move(label)),
+      unit_(std::move(unit)),
+      total_(std::max<int64_t>(total, 1)),
+      enabled_(enabled),
+      tty_(isatty(STDOUT_FILENO)) {
   start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 
@@ -37,7 +41,7 @@ void Progress::draw(bool final) {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double rate = elapsed > 0 ? static_cast<double>(items_) / elapsed : 0;
   const double eta = done_ > 0 ? elapsed * static_cast<double>(total_ - done_) / static_cast<double>(done_) : 0;
-  const std::string stats = fmt::format("loss {:.4f}  {:.0f} items/s  {}", running_loss(), rate,
+  const std::string stats = fmt::format("loss {:.4f}  {:.0f} {}/s  {}", running_loss(), rate, unit_,
                                         final ? fmt::format("{:.1f}s", elapsed) : fmt::format("ETA {:.0f}s", eta));
   if (tty_) {
     constexpr int width = 30;
@@ -62,6 +66,7 @@ void append_metrics(const std::string& path, const EpochMetrics& m, bool with_th
   f << fmt::format("{{\"epoch\": {}, \"train_loss\": {:.6f}, \"test_loss\": {:.6f}, \"test_acc\": {:.6f}, \"seconds\": {:.3f}",
                    m.epoch, m.train_loss, m.test_loss, m.test_acc, m.seconds);
   if (with_throughput) f << fmt::format(", \"images_per_second\": {:.1f}", m.items_per_second);
+  if (m.data_wait_seconds >= 0) f << fmt::format(", \"data_wait_seconds\": {:.3f}", m.data_wait_seconds);
   f << "}\n";
 }
 

@@ -11,8 +11,8 @@ namespace tapegrad::examples {
 
 class Progress {
  public:
-  // total: number of steps (batches); items_per_step: for the items/s figure.
-  Progress(std::string label, int64_t total, bool enabled = true);
+  // total: number of steps (batches); `unit` names the items of the items/s figure ("images").
+  Progress(std::string label, int64_t total, bool enabled = true, std::string unit = "items");
   // Called after each step with that step's loss and item count.
   void step(double loss, int64_t items);
   // Ends the line; returns the elapsed seconds.
@@ -21,7 +21,7 @@ class Progress {
 
  private:
   void draw(bool final);
-  std::string label_;
+  std::string label_, unit_;
   int64_t total_, done_ = 0, items_ = 0;
   double loss_sum_ = 0;
   bool enabled_, tty_;
@@ -31,9 +31,12 @@ class Progress {
 struct EpochMetrics {
   int64_t epoch = 0;
   double train_loss = 0, test_loss = 0, test_acc = 0, seconds = 0, items_per_second = 0;
+  // Of `seconds`, the time the training loop waited for the next batch (negative: not measured).
+  double data_wait_seconds = -1;
 };
 
-// Appends one JSON object per line.
+// Appends one JSON object per line: epoch, train_loss, test_loss, test_acc, seconds, then
+// images_per_second (with_throughput) and data_wait_seconds (when measured).
 void append_metrics(const std::string& path, const EpochMetrics& m, bool with_throughput = true);
 
 // Rows: true class, columns: predicted class.
