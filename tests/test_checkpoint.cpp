@@ -27,31 +27,13 @@
 #include <thread>
 
 #include "support/fixtures.h"
+#include "support/temp_dir.h"
 
 using namespace tapegrad;
+using tapegrad::testing::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() / fmt::format("tapegrad-checkpoint-{}-{:08x}", ::getpid(), rd());
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 enum class Recipe { SgdMomentumStepLR, AdamCosine };
 
@@ -171,7 +153,7 @@ TEST_CASE("a run resumed from a checkpoint ends with the same weights as an unin
   const NamedTensors expected_opt = snapshot(reference.opt->state_dict().tensors);
   const std::vector<double> expected_lr = reference.sched->get_last_lr();
 
-  TempDir dir;
+  TempDir dir("tapegrad-checkpoint");
   const std::string path = dir / "ck.safetensors";
   // Stops at the start of an epoch, in the middle of one, and just before the end.
   const int64_t spe = reference.steps_per_epoch;
@@ -259,7 +241,7 @@ int version_of(const std::string& path) {
 }  // namespace
 
 TEST_CASE("a save SIGKILLed at a random point leaves the previous checkpoint loadable") {
-  TempDir dir;
+  TempDir dir("tapegrad-checkpoint");
   const std::string path = dir / "ck.safetensors";
   const SafetensorsFile v0 = version(0);
   save_safetensors(path, v0.tensors, v0.metadata);
@@ -292,7 +274,7 @@ TEST_CASE("a save SIGKILLed at a random point leaves the previous checkpoint loa
 }
 
 TEST_CASE("a save that fails after any number of bytes leaves the previous checkpoint intact") {
-  TempDir dir;
+  TempDir dir("tapegrad-checkpoint");
   const std::string path = dir / "ck.safetensors";
   const SafetensorsFile v0 = version(0), v1 = version(1);
   save_safetensors(path, v0.tensors, v0.metadata);

@@ -1,6 +1,7 @@
 // The data pipeline: image decoding, transforms (against torch fixtures from gen_data.py), ImageFolder,
 // TensorDataset, IDX files and their export, samplers and the DataLoader.
 #include "support/fixtures.h"
+#include "support/temp_dir.h"
 
 #include <tapegrad/core/ops.h>
 #include <tapegrad/data/dataloader.h>
@@ -21,25 +22,11 @@
 #include <thread>
 
 using namespace tapegrad;
+using tapegrad::testing::TempDir;
 using namespace tapegrad::data;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory under the system's temporary directory, removed with everything in it.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tapegrad-data-XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& rel) const { return path + "/" + rel; }
-};
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   fs::create_directories(fs::path(path).parent_path());
@@ -300,14 +287,14 @@ TEST_CASE("corrupt, truncated, unknown and absurdly large files throw naming the
 }
 
 TEST_CASE("save_png writes atomically and loads back") {
-  TempDir dir;
+  TempDir dir("tapegrad-data");
   const Image img = test_image(9, 4, 2);
   save_png(dir / "a.png", img);
   REQUIRE(load_image(dir / "a.png") == img);
   save_png(dir / "a.png", test_image(2, 2, 1));  // replaces
   REQUIRE(load_image(dir / "a.png") == test_image(2, 2, 1));
   int files = 0;
-  for (const auto& e : fs::directory_iterator(dir.path)) files += e.path().filename() == "a.png" ? 1 : 100;
+  for (const auto& e : fs::directory_iterator(dir.path())) files += e.path().filename() == "a.png" ? 1 : 100;
   REQUIRE(files == 1);
   REQUIRE_ERROR_CONTAINS(save_png(dir / "missing/a.png", img), "save: cannot create");
   REQUIRE_ERROR(encode_png(Image()), "encode_png: expected an image with positive height and width and 1 to 4 channels, got 0x0 with 0 channels");
@@ -564,7 +551,7 @@ void build_folder(const TempDir& d) {
 }  // namespace
 
 TEST_CASE("ImageFolder orders classes and files as torchvision does") {
-  TempDir d;
+  TempDir d("tapegrad-data");
   build_folder(d);
   const std::string root = d / "root";
   ImageFolder f(root);
@@ -600,7 +587,7 @@ TEST_CASE("ImageFolder orders classes and files as torchvision does") {
 }
 
 TEST_CASE("ImageFolder errors use torchvision's wording") {
-  TempDir d;
+  TempDir d("tapegrad-data");
   REQUIRE_ERROR(ImageFolder(d / "missing"),
                 fmt::format("ImageFolder: cannot open root directory '{}': No such file or directory", d / "missing"));
   write_bytes(d / "file", "x");
@@ -622,7 +609,7 @@ TEST_CASE("ImageFolder errors use torchvision's wording") {
 }
 
 TEST_CASE("ImageFolder skips unreadable images with a warning, or fails in strict mode") {
-  TempDir d;
+  TempDir d("tapegrad-data");
   const std::string root = d / "root";
   write_bytes(root + "/a/1.png", encode_png(test_image(3, 3, 3)));
   write_bytes(root + "/a/2.png", "garbage, not a png");
@@ -658,7 +645,7 @@ TEST_CASE("ImageFolder skips unreadable images with a warning, or fails in stric
 }
 
 TEST_CASE("ImageFolder checks many files in parallel and keeps their order") {
-  TempDir d;
+  TempDir d("tapegrad-data");
   for (int i = 0; i < 150; ++i)
     write_bytes(d / fmt::format("root/c{}/{:03}.png", i % 3, i), i % 37 == 5 ? "bad" : encode_png(test_image(2, 3, 1, i)));
   int warned = 0;
@@ -705,7 +692,7 @@ IdxArray idx_u8(Shape shape, uint64_t seed, int64_t modulo = 256) {
 }  // namespace
 
 TEST_CASE("IDX files round-trip, gzip-compressed or not") {
-  TempDir d;
+  TempDir d("tapegrad-data");
   const IdxArray images = idx_u8({5, 3, 4}, 1), labels = idx_u8({5}, 2, 10);
   const std::string raw = encode_idx(images);
   REQUIRE(raw.size() == 4 + 12 + 60);
@@ -803,14 +790,14 @@ TEST_CASE("Debian's Fashion-MNIST reads when installed") {
 }
 
 TEST_CASE("export_idx_image_folder writes an image folder once, atomically") {
-  TempDir d;
+  TempDir d("tapegrad-data");
   const IdxArray images = idx_u8({12, 3, 4}, 5), labels = idx_u8({12}, 6, 3);
   const std::vector<std::string> names = {"zero", "one", "two", "unused"};
   const std::string root = d / "export";
   REQUIRE(export_idx_image_folder(images, labels, root, names));
   // Nothing else was left beside it.
   std::vector<std::string> entries;
-  for (const auto& e : fs::directory_iterator(d.path)) entries.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(d.path())) entries.push_back(e.path().filename().string());
   REQUIRE(entries == std::vector<std::string>{"export"});
   // Zero-padded names; every class gets a folder.
   REQUIRE(fs::is_directory(root + "/unused"));
@@ -850,7 +837,7 @@ TEST_CASE("export_idx_image_folder writes an image folder once, atomically") {
 }
 
 TEST_CASE("export_idx_image_folder round-trips from gzip-compressed IDX files") {
-  TempDir d;
+  TempDir d("tapegrad-data");
   const IdxArray images = idx_u8({300, 5, 5}, 8), labels = idx_u8({300}, 9, 10);
   write_bytes(d / "img.gz", gzip_compress(encode_idx(images)));
   write_bytes(d / "lab.gz", gzip_compress(encode_idx(labels)));
@@ -1023,7 +1010,7 @@ TEST_CASE("DataLoader batches depend only on the seed, never on the number of wo
 }
 
 TEST_CASE("DataLoader with an ImageFolder gives identical batches for 0, 1 and 3 workers") {
-  TempDir d;
+  TempDir d("tapegrad-data");
   for (int i = 0; i < 24; ++i) write_bytes(d / fmt::format("root/c{}/{:02}.png", i % 4, i), encode_png(test_image(9, 9, 3, i)));
   auto ds = std::make_shared<ImageFolder>(
       d / "root", Compose({RandomCrop(8, {.padding = 2}), RandomHorizontalFlip(), ToTensor(), Normalize({0.5}, {0.5})}));

@@ -1,5 +1,6 @@
 // safetensors and .npy: round trips, files written by other tools, every corruption path, atomic writes.
 #include "support/fixtures.h"
+#include "support/temp_dir.h"
 
 #include <tapegrad/core/ops.h>
 
@@ -17,38 +18,10 @@
 #include <random>
 
 using namespace tapegrad;
+using tapegrad::testing::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() / fmt::format("tapegrad-serialize-{}-{:08x}", ::getpid(), rd());
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path_, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-  const fs::path& path() const { return path_; }
-  // The names of the directory's entries, sorted.
-  std::vector<std::string> entries() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(path_)) out.push_back(e.path().filename().string());
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-
- private:
-  fs::path path_;
-};
 
 std::string fixture_path(const std::string& name) { return std::string(TAPEGRAD_FIXTURES_DIR) + "/" + name; }
 
@@ -108,7 +81,7 @@ NamedTensors sample_tensors() {
 // ---- safetensors ----
 
 TEST_CASE("safetensors round trip of every dtype, 0-dim and empty tensors, with metadata") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   const NamedTensors tensors = sample_tensors();
   const std::map<std::string, std::string> meta = {{"format", "pt"}, {"note", "quotes \" and \\ and \xc3\xa9"}, {"", ""}};
   save_safetensors(dir / "a.safetensors", tensors, meta);
@@ -134,7 +107,7 @@ TEST_CASE("safetensors round trip of every dtype, 0-dim and empty tensors, with 
 }
 
 TEST_CASE("safetensors files follow the format: u64 header size, 8-aligned JSON, packed data") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   save_safetensors(dir / "a.safetensors", {{"w", Tensor::of({{1, 2}, {3, 4}})}, {"b", Tensor::of({1, 0}, {.dtype = kBool})}},
                    {{"k", "v"}});
   const std::string bytes = read_file(dir / "a.safetensors");
@@ -150,7 +123,7 @@ TEST_CASE("safetensors files follow the format: u64 header size, 8-aligned JSON,
 }
 
 TEST_CASE("safetensors saves the values of non-contiguous tensors") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   Tensor base = Tensor::arange(0, 24, 1, {.dtype = kFloat32}).view({2, 3, 4});
   Tensor leaf = Tensor::of({{1.0, 2.0}, {3.0, 4.0}}, {.requires_grad = true});
   const NamedTensors views = {
@@ -178,7 +151,7 @@ TEST_CASE("safetensors saves the values of non-contiguous tensors") {
 }
 
 TEST_CASE("save_safetensors rejects duplicate, reserved and undefined entries") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   Tensor t = Tensor::zeros({2});
   REQUIRE_ERROR(save_safetensors(dir / "a", {{"x", t}, {"x", t}}), "save_safetensors: duplicate tensor name 'x'");
   REQUIRE_ERROR(save_safetensors(dir / "a", {{"__metadata__", t}}), "save_safetensors: '__metadata__' is reserved");
@@ -206,7 +179,7 @@ TEST_CASE("safetensors files written by fixture_writer.py load with their values
 }
 
 TEST_CASE("a safetensors file cut at any byte gives an error, never a crash") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   save_safetensors(dir / "s", {{"a", Tensor::of({1.0, 2.0})}, {"b", Tensor::of({1, 0, 1}, {.dtype = kBool})},
                                {"c", Tensor::scalar(3, kInt64)}}, {{"m", "x"}});
   const std::string bytes = read_file(dir / "s");
@@ -226,7 +199,7 @@ TEST_CASE("a safetensors file cut at any byte gives an error, never a crash") {
 }
 
 TEST_CASE("corrupting any byte of a safetensors file gives a value or an error, never a crash") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   save_safetensors(dir / "s", {{"a", Tensor::of({1.0, 2.0})}, {"b", Tensor::of({1, 0}, {.dtype = kBool})}});
   const std::string bytes = read_file(dir / "s");
   int errors = 0, loaded = 0;
@@ -310,7 +283,7 @@ TEST_CASE("every kind of corrupt safetensors header gives a clear error") {
 }
 
 TEST_CASE("load_safetensors names the file in its errors") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   write_raw(dir / "bad.safetensors", "abc");
   REQUIRE_ERROR(load_safetensors(dir / "bad.safetensors"),
                 fmt::format("load_safetensors: '{}' is too short to be a safetensors file (3 bytes)", dir / "bad.safetensors"));
@@ -323,7 +296,7 @@ TEST_CASE("load_safetensors names the file in its errors") {
 // ---- npy ----
 
 TEST_CASE("npy round trip of every dtype, 0-dim, empty and non-contiguous tensors") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   NamedTensors tensors = sample_tensors();
   Tensor base = Tensor::arange(0, 24, 1, {.dtype = kFloat64}).view({2, 3, 4});
   tensors.emplace_back("transposed", base.transpose(0, 2));
@@ -340,7 +313,7 @@ TEST_CASE("npy round trip of every dtype, 0-dim, empty and non-contiguous tensor
 }
 
 TEST_CASE("save_npy writes the same bytes as numpy.save") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   const std::vector<std::pair<std::string, Tensor>> same = {
       {"f32_2x3", Tensor::of({{1.5, -2.0, 3.25}, {0.0, 1e-3, -7.0}})},
       {"f64_scalar", Tensor::scalar(0.1, kFloat64)},
@@ -450,7 +423,7 @@ TEST_CASE("corrupting any byte of a npy file gives a value or an error, never a 
 // ---- atomic writes ----
 
 TEST_CASE("saving over an existing file replaces it and leaves no temporary file") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   const std::string path = dir / "model.safetensors";
   save_safetensors(path, {{"w", Tensor::ones({1000})}});
   save_safetensors(path, {{"v", Tensor::of({1.0, 2.0})}});
@@ -467,7 +440,7 @@ TEST_CASE("saving over an existing file replaces it and leaves no temporary file
 }
 
 TEST_CASE("a save that cannot replace the target leaves it intact and no temporary file") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   // The target is a directory: the rename fails.
   fs::create_directory(dir.path() / "target");
   write_raw(dir / "target/inside", "keep");
@@ -485,7 +458,7 @@ TEST_CASE("a save that cannot replace the target leaves it intact and no tempora
 }
 
 TEST_CASE("a save that fails while writing leaves the previous file intact and no temporary file") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   const std::string path = dir / "model.safetensors";
   save_safetensors(path, {{"old", Tensor::of({1.0, 2.0, 3.0})}});
   const std::string before = read_file(path);
@@ -511,7 +484,7 @@ TEST_CASE("a save that fails while writing leaves the previous file intact and n
 }
 
 TEST_CASE("a save into a read-only directory leaves the previous file intact") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   const std::string path = dir / "a.npy";
   save_npy(path, Tensor::of({1.0}));
   fs::permissions(dir.path(), fs::perms::owner_write | fs::perms::group_write | fs::perms::others_write,
@@ -547,7 +520,7 @@ TEST_CASE("a save into a read-only directory leaves the previous file intact") {
 }
 
 TEST_CASE("read_file reads whole files and names the path in errors") {
-  TempDir dir;
+  TempDir dir("tapegrad-serialize");
   std::string big(300000, '\0');
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + 3);
   write_raw(dir / "big", big);

@@ -15,7 +15,10 @@
 #include <string>
 #include <vector>
 
+#include "support/temp_dir.h"
+
 using namespace tapegrad;
+using tapegrad::testing::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
@@ -31,21 +34,6 @@ std::string read_text(const fs::path& p) {
   ss << f.rdbuf();
   return ss.str();
 }
-
-// A fresh directory under the system's temporary folder, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "train_cnn_test_XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& rel) const { return (path / rel).string(); }
-};
 
 // Runs train_cnn with `args` (already shell-quoted where needed), stdout and stderr captured apart.
 Run train_cnn(const TempDir& dir, const std::string& args) {
@@ -122,7 +110,7 @@ const std::string kQuick = "--threads 1 --workers 1 --batch-size 8";
 
 TEST_CASE("train_cnn trains on an image folder and reports metrics, confusion matrix, curves; predict classifies",
           "[train_cnn]") {
-  TempDir dir;
+  TempDir dir("train_cnn_test");
   write_folder(dir / "data");
   const Run r = train_cnn(dir, fmt::format("--data '{}' --epochs 2 {} --metrics '{}' --save '{}'", dir / "data", kQuick,
                                            dir / "m.jsonl", dir / "ck.safetensors"));
@@ -164,7 +152,7 @@ TEST_CASE("train_cnn trains on an image folder and reports metrics, confusion ma
 }
 
 TEST_CASE("train_cnn: clear errors for folders it cannot train on", "[train_cnn]") {
-  TempDir dir;
+  TempDir dir("train_cnn_test");
   SECTION("an empty folder") {
     fs::create_directories(dir / "empty");
     const Run r = train_cnn(dir, fmt::format("--data '{}' {}", dir / "empty", kQuick));
@@ -206,7 +194,7 @@ TEST_CASE("train_cnn: clear errors for folders it cannot train on", "[train_cnn]
 }
 
 TEST_CASE("train_cnn: a corrupt image is named and skipped, or an error with --strict", "[train_cnn]") {
-  TempDir dir;
+  TempDir dir("train_cnn_test");
   write_folder(dir / "d", 4, 1);
   // A valid header with its pixel data cut off: only decoding the whole file finds it.
   const std::string png = data::encode_png(class_image(2, 0));
@@ -226,7 +214,7 @@ TEST_CASE("train_cnn: a corrupt image is named and skipped, or an error with --s
 }
 
 TEST_CASE("train_cnn --resume continues bit-identically", "[train_cnn]") {
-  TempDir dir;
+  TempDir dir("train_cnn_test");
   write_folder(dir / "d");
   const std::string common = fmt::format("--data '{}' {} --seed 3 --lr 0.05", dir / "d", kQuick);
   REQUIRE(train_cnn(dir, fmt::format("{} --epochs 3 --save '{}'", common, dir / "full.safetensors")).status == 0);
@@ -250,7 +238,7 @@ TEST_CASE("train_cnn --resume continues bit-identically", "[train_cnn]") {
 }
 
 TEST_CASE("train_cnn stops on a non-finite loss, or skips such batches with --skip-nonfinite", "[train_cnn]") {
-  TempDir dir;
+  TempDir dir("train_cnn_test");
   write_folder(dir / "d");
   // A learning rate this large overflows the weights on the first step.
   const std::string common =
