@@ -53,7 +53,9 @@ template <typename T>
   const bool over = x > kMax, under = x < kMin;
   const float xc = select(over, kMax, select(under, kMin, x));
   const float t = xc * kLog2e + kRound;
-  const int32_t n = std::bit_cast<int32_t>(t) - std::bit_cast<int32_t>(kRound);
+  // n = round(xc / ln 2), in unsigned (modular) arithmetic: for a NaN x the bits are garbage, the result
+  // is NaN whatever they are, and signed arithmetic on them would overflow.
+  const uint32_t nu = std::bit_cast<uint32_t>(t) - std::bit_cast<uint32_t>(kRound);
   const float nf = t - kRound;
   const float r = (xc - nf * kLn2Hi) - nf * kLn2Lo;
   // Cephes expf polynomial on [-ln2/2, ln2/2]
@@ -65,10 +67,10 @@ template <typename T>
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
   // 2^n = 2^n1 2^n2, n1 = floor(n / 2) (n in [-150, 128], so both halves are normal)
-  const int32_t n1 = static_cast<int32_t>((static_cast<uint32_t>(n + 256) >> 1)) - 128;
-  const int32_t n2 = n - n1;
-  const float s1 = std::bit_cast<float>(static_cast<uint32_t>(n1 + 127) << 23);
-  const float s2 = std::bit_cast<float>(static_cast<uint32_t>(n2 + 127) << 23);
+  const uint32_t n1 = ((nu + 256u) >> 1) - 128u;
+  const uint32_t n2 = nu - n1;
+  const float s1 = std::bit_cast<float>((n1 + 127u) << 23);
+  const float s2 = std::bit_cast<float>((n2 + 127u) << 23);
   const float y = p * s1 * s2;
   return select(over, std::numeric_limits<float>::infinity(), select(under, 0.0f, y));
 }
@@ -82,7 +84,7 @@ template <typename T>
   const bool over = x > kMax, under = x < kMin;
   const double xc = select(over, kMax, select(under, kMin, x));
   const double t = xc * kLog2e + kRound;
-  const int64_t n = std::bit_cast<int64_t>(t) - std::bit_cast<int64_t>(kRound);
+  const uint64_t nu = std::bit_cast<uint64_t>(t) - std::bit_cast<uint64_t>(kRound);  // modular, as for float
   const double nf = t - kRound;
   const double r = (xc - nf * kLn2Hi) - nf * kLn2Lo;
   // Taylor polynomial of degree 13: the truncation error is below 5e-18 on |r| <= ln2/2.
@@ -100,10 +102,10 @@ template <typename T>
   p = p * r + 0.5;
   p = p * r * r + r + 1.0;
   // n in [-1075, 1024]; the halves stay normal
-  const int64_t n1 = static_cast<int64_t>(static_cast<uint64_t>(n + 2048) >> 1) - 1024;
-  const int64_t n2 = n - n1;
-  const double s1 = std::bit_cast<double>(static_cast<uint64_t>(n1 + 1023) << 52);
-  const double s2 = std::bit_cast<double>(static_cast<uint64_t>(n2 + 1023) << 52);
+  const uint64_t n1 = ((nu + 2048u) >> 1) - 1024u;
+  const uint64_t n2 = nu - n1;
+  const double s1 = std::bit_cast<double>((n1 + 1023u) << 52);
+  const double s2 = std::bit_cast<double>((n2 + 1023u) << 52);
   const double y = p * s1 * s2;
   return select(over, std::numeric_limits<double>::infinity(), select(under, 0.0, y));
 }
