@@ -2,14 +2,16 @@
 
 Run with Debian's python3-torch:  /usr/bin/python3 bench/bench_rnn.py [threads=1] [iters=30]
 """
+import os
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, "/work/shared/reference")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
+
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 iters = int(sys.argv[2]) if len(sys.argv) > 2 else 30
 WARMUP = 10
@@ -31,24 +33,10 @@ class RNNWithLayerNorm(nn.Module):  # the documents' model (torch_seed_models.py
 
 
 def measure(setup, timed):
-    """Median wall and process-CPU milliseconds of timed(); setup() runs before each call, untimed."""
-    wall, cpu = [], []
-    for i in range(WARMUP + iters):
-        setup()
-        c0, t0 = time.process_time(), time.perf_counter()
-        timed()
-        t1, c1 = time.perf_counter(), time.process_time()
-        if i >= WARMUP:
-            wall.append((t1 - t0) * 1e3)
-            cpu.append((c1 - c0) * 1e3)
-    wall.sort()
-    cpu.sort()
-    return wall[len(wall) // 2], cpu[len(cpu) // 2]
+    return timing.measure(WARMUP, iters, setup, timed)
 
 
-def report(name, t, flops):
-    wall, cpu = t
-    print(f"{name}\t{wall:.3f}\t{cpu:.3f}\t{flops / (wall * 1e6) if flops else 0.0:.1f}", flush=True)
+report = timing.report
 
 
 L, N, I, H = 32, 64, 100, 128
