@@ -168,43 +168,58 @@ double lane_sq_dev(const T* p, int64_t n, double mu) {
   return s;
 }
 
-// Moments of a chunk of float32 values in one float64 pass over shifted data: d = x - x0 with x0 a
-// value of the chunk, then M2 = Σd² - (Σd)²/n. Every float32 value and its shifted square are exact
-// or nearly so in float64 and (Σd)²/n is at most a few times M2 (x0 lies within the data), so the
-// result is accurate to ~1e-14 relative: the stability of two passes at the cost of one.
+// Moments of a chunk of float32 values in one pass over shifted data: d = x - x0 with x0 a value of the
+// chunk, then M2 = Σd² - (Σd)²/n. Shifting by a value of the data keeps (Σd)²/n within a few times M2,
+// so the subtraction does not cancel M2 away even when |mean| >> std.
+// The sums are taken in float32 over blocks in which each lane adds kTermsPerLane terms (relative
+// error below 8 ulp, ~5e-7) and the block sums in float64, which keeps a long run's total from
+// drifting: float64 accumulation where float32 would lose digits, at the arithmetic cost of a float32
+// pass. Widening every element to float64 made this pass, not the memory, the limit of the forward.
+constexpr int64_t kTermsPerLane = 8;
+
 inline Moments chunk_moments(const float* q, int64_t c) {
-  const double shift = static_cast<double>(q[0]);
-#if TG_NORM_VECTORS
-  const d4 sh = splat(shift);
-  // 16 elements per step, four independent chains per sum.
-  d4 a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
-  int64_t i = 0;
-  for (; i + 16 <= c; i += 16) {
-    prefetch_ahead(q + i);
-    const d4 d0 = cvt4(q + i) - sh, d1 = cvt4(q + i + 4) - sh, d2 = cvt4(q + i + 8) - sh, d3 = cvt4(q + i + 12) - sh;
-    a0 += d0, a1 += d1, a2 += d2, a3 += d3;
-    b0 += d0 * d0, b1 += d1 * d1, b2 += d2 * d2, b3 += d3 * d3;
-  }
-  double t1 = hsum((a0 + a1) + (a2 + a3)), t2 = hsum((b0 + b1) + (b2 + b3));
-#else
-  double s1[kLanes] = {}, s2[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= c; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      const double d = static_cast<double>(q[i + j]) - shift;
-      s1[j] += d;
-      s2[j] = std::fma(d, d, s2[j]);
-    }
+  const float shift = q[0];
   double t1 = 0, t2 = 0;
-  for (int j = 0; j < kLanes; ++j) t1 += s1[j], t2 += s2[j];
+  int64_t i = 0;
+#if TG_NORM_VECTORS
+  const f8 sh = {shift, shift, shift, shift, shift, shift, shift, shift};
+  while (i + 32 <= c) {
+    const int64_t end = i + std::min<int64_t>(32 * kTermsPerLane, (c - i) & ~int64_t{31});
+    f8 a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
+    for (; i < end; i += 32) {
+      prefetch_ahead(q + i);
+      prefetch_ahead(q + i + 16);
+      const f8 d0 = load8(q + i) - sh, d1 = load8(q + i + 8) - sh, d2 = load8(q + i + 16) - sh,
+               d3 = load8(q + i + 24) - sh;
+      a0 += d0, a1 += d1, a2 += d2, a3 += d3;
+      b0 += d0 * d0, b1 += d1 * d1, b2 += d2 * d2, b3 += d3 * d3;
+    }
+    const f8 a = (a0 + a1) + (a2 + a3), b = (b0 + b1) + (b2 + b3);
+    double sa = 0, sb = 0;
+    for (int j = 0; j < 8; ++j) sa += static_cast<double>(a[j]), sb += static_cast<double>(b[j]);
+    t1 += sa;
+    t2 += sb;
+  }
+#else
+  while (i + kLanes <= c) {
+    const int64_t end = i + std::min<int64_t>(kLanes * kTermsPerLane, (c - i) / kLanes * kLanes);
+    float s1[kLanes] = {}, s2[kLanes] = {};
+    for (; i < end; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) {
+        const float d = q[i + j] - shift;
+        s1[j] += d;
+        s2[j] += d * d;
+      }
+    for (int j = 0; j < kLanes; ++j) t1 += static_cast<double>(s1[j]), t2 += static_cast<double>(s2[j]);
+  }
 #endif
   for (; i < c; ++i) {
-    const double d = static_cast<double>(q[i]) - shift;
+    const double d = static_cast<double>(q[i]) - static_cast<double>(shift);
     t1 += d;
     t2 = std::fma(d, d, t2);
   }
   const double n = static_cast<double>(c);
-  return {n, shift + t1 / n, std::max(0.0, t2 - t1 * t1 / n)};
+  return {n, static_cast<double>(shift) + t1 / n, std::max(0.0, t2 - t1 * t1 / n)};
 }
 
 // float64 input: exact two-pass (mean, then squared deviations) over the chunk in L1.
@@ -293,9 +308,14 @@ Center<T> center_of(double mean) {
 }
 
 // y = (x - mean) · scale + shift
+// ahead (may be null): a run to prefetch alongside, element for element (the next group's, while this
+// pass reads its own from cache).
 template <typename T>
-void run_normalize(const T* x, T* y, int64_t n, Center<T> m, T scale, T shift, bool stream) {
-  write_run(y, n, stream, TG_VEC([&](auto i) { return ((load8(x + i) - m.hi) - m.lo) * scale + shift; }),
+void run_normalize(const T* x, T* y, int64_t n, Center<T> m, T scale, T shift, bool stream, const T* ahead = nullptr) {
+  write_run(y, n, stream, TG_VEC([&](auto i) {
+              if (ahead) __builtin_prefetch(ahead + i);
+              return ((load8(x + i) - m.hi) - m.lo) * scale + shift;
+            }),
             [&](int64_t i) { return ((x[i] - m.hi) - m.lo) * scale + shift; });
 }
 
@@ -319,9 +339,15 @@ DxCoef<T> dx_coef(double mean, double r, double w, double A, double B, double in
   }
   return c;
 }
+// dy_ahead, x_ahead (null or both given): runs to prefetch alongside, as in run_normalize.
 template <typename T>
-void run_dx(const T* dy, const T* x, T* dx, int64_t n, const DxCoef<T>& c, bool stream) {
+void run_dx(const T* dy, const T* x, T* dx, int64_t n, const DxCoef<T>& c, bool stream, const T* dy_ahead = nullptr,
+            const T* x_ahead = nullptr) {
   write_run(dx, n, stream, TG_VEC([&](auto i) {
+              if (dy_ahead) {
+                __builtin_prefetch(dy_ahead + i);
+                __builtin_prefetch(x_ahead + i);
+              }
               return (load8(dy + i) * c.w - c.aq - ((load8(x + i) - c.m.hi) - c.m.lo) * c.kq) * c.r;
             }),
             [&](int64_t i) { return (dy[i] * c.w - c.aq - ((x[i] - c.m.hi) - c.m.lo) * c.kq) * c.r; });
@@ -378,11 +404,17 @@ void normalize_group(const T* x, T* y, const T* w, const T* b, const Geom& ge, i
   for (int64_t n = ge.n0_of(q); n < ge.n1_of(q); ++n) {
     const T* xs = x + ge.block(n, g);
     T* ys = y + ge.block(n, g);
+    // Groups of one sample are single blocks that follow each other in memory: while this one is
+    // normalized from cache, the next one is fetched, so that memory is not idle during this pass.
+    const T* ahead = ge.across_batch || ge.block(n, g) + K * S >= ge.numel() ? nullptr : xs + K * S;
     if (S == 1) {
       // Layer norm: the affine parameters change along the run.
       const T* wk = w ? w + g * K : nullptr;
       const T* bk = b ? b + g * K : nullptr;
-      auto xhat = TG_VEC([&](auto k) { return ((load8(xs + k) - m.hi) - m.lo) * r; });
+      auto xhat = TG_VEC([&](auto k) {
+        if (ahead) __builtin_prefetch(ahead + k);
+        return ((load8(xs + k) - m.hi) - m.lo) * r;
+      });
       auto xhat1 = [&](int64_t k) { return ((xs[k] - m.hi) - m.lo) * r; };
       if (wk && bk) {
         write_run(ys, K, stream, TG_VEC([&](auto k) { return xhat(k) * load8(wk + k) + load8(bk + k); }),
@@ -401,7 +433,7 @@ void normalize_group(const T* x, T* y, const T* w, const T* b, const Geom& ge, i
     for (int64_t k = 0; k < K; ++k) {
       const int64_t c = g * K + k;
       const T scale = static_cast<T>(rstd * (w ? static_cast<double>(w[c]) : 1.0));
-      run_normalize(xs + k * S, ys + k * S, S, m, scale, b ? b[c] : T(0), stream);
+      run_normalize(xs + k * S, ys + k * S, S, m, scale, b ? b[c] : T(0), stream, ahead ? ahead + k * S : nullptr);
     }
   }
 }
@@ -631,24 +663,33 @@ void grouped_backward(const T* x, const T* dy, const T* w, const double* mean, c
         const T* xs = x + ge.block(n, g);
         const T* gs = dy + ge.block(n, g);
         T* ds = dx + ge.block(n, g);
+        // As in normalize_group: the next group's block is fetched while this pass reads from cache.
+        const bool has_next = !ge.across_batch && ge.block(n, g) + K * S < ge.numel();
+        const T* next_x = has_next ? xs + K * S : nullptr;
+        const T* next_dy = has_next ? gs + K * S : nullptr;
         if (S == 1) {
           const DxCoef<T> cf = dx_coef<T>(m, r, 1.0, A, B, inv_n, stats_constant);
           const T* wk = w ? w + g * K : nullptr;
           if (wk) {
             write_run(
                 ds, K, stream, TG_VEC([&](auto k) {
+                  if (has_next) {
+                    __builtin_prefetch(next_x + k);
+                    __builtin_prefetch(next_dy + k);
+                  }
                   return (load8(gs + k) * load8(wk + k) - cf.aq - ((load8(xs + k) - cf.m.hi) - cf.m.lo) * cf.kq) * cf.r;
                 }),
                 [&](int64_t k) { return (gs[k] * wk[k] - cf.aq - ((xs[k] - cf.m.hi) - cf.m.lo) * cf.kq) * cf.r; });
           } else {
-            run_dx(gs, xs, ds, K, cf, stream);
+            run_dx(gs, xs, ds, K, cf, stream, next_dy, next_x);
           }
           continue;
         }
         for (int64_t k = 0; k < K; ++k) {
           const int64_t c = g * K + k;
           const double wc = w ? static_cast<double>(w[c]) : 1.0;
-          run_dx(gs + k * S, xs + k * S, ds + k * S, S, dx_coef<T>(m, r, wc, A, B, inv_n, stats_constant), stream);
+          run_dx(gs + k * S, xs + k * S, ds + k * S, S, dx_coef<T>(m, r, wc, A, B, inv_n, stats_constant), stream,
+                 next_dy ? next_dy + k * S : nullptr, next_x ? next_x + k * S : nullptr);
         }
       }
     }
