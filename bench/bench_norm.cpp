@@ -82,27 +82,39 @@ void bench_triad(int64_t n, int iters) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // bench_norm [iters] [op,op,...]: the ops to run (all by default), e.g. "layer_norm1024".
   const int iters = argc > 1 ? std::atoi(argv[1]) : 20;
+  std::vector<std::string> only;
+  for (std::string list = argc > 2 ? argv[2] : ""; !list.empty();) {
+    const size_t comma = list.find(',');
+    only.push_back(list.substr(0, comma));
+    list = comma == std::string::npos ? "" : list.substr(comma + 1);
+  }
+  auto run = [&](const std::string& op) { return only.empty() || std::find(only.begin(), only.end(), op) != only.end(); };
   std::fprintf(stderr, "tapegrad: %d threads\n", omp_get_max_threads());
   const Shape img{64, 64, 32, 32};
   bench_triad(numel_of(img), iters);
   Tensor rm = Tensor::zeros({64}), rv = Tensor::ones({64});
-  bench_op(
-      "batch_norm2d", img, {64},
-      [&](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5); },
-      iters);
+  if (run("batch_norm2d"))
+    bench_op(
+        "batch_norm2d", img, {64},
+        [&](const Tensor& x, const Tensor& w, const Tensor& b) { return batch_norm(x, rm, rv, w, b, true, 0.1, 1e-5); },
+        iters);
   bench_triad(numel_of(img), iters);
-  bench_op(
-      "instance_norm2d", img, {64},
-      [](const Tensor& x, const Tensor& w, const Tensor& b) { return instance_norm(x, {}, {}, w, b); }, iters);
+  if (run("instance_norm2d"))
+    bench_op(
+        "instance_norm2d", img, {64},
+        [](const Tensor& x, const Tensor& w, const Tensor& b) { return instance_norm(x, {}, {}, w, b); }, iters);
   bench_triad(numel_of(img), iters);
-  bench_op(
-      "group_norm32", img, {64},
-      [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 32, w, b); }, iters);
+  if (run("group_norm32"))
+    bench_op(
+        "group_norm32", img, {64},
+        [](const Tensor& x, const Tensor& w, const Tensor& b) { return group_norm(x, 32, w, b); }, iters);
   bench_triad(numel_of(img), iters);
-  bench_op(
-      "layer_norm1024", {4096, 1024}, {1024},
-      [](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {1024}, w, b); }, iters);
+  if (run("layer_norm1024"))
+    bench_op(
+        "layer_norm1024", {4096, 1024}, {1024},
+        [](const Tensor& x, const Tensor& w, const Tensor& b) { return layer_norm(x, {1024}, w, b); }, iters);
   bench_triad(numel_of(img), iters);
   report("triad", "-", g_triad_ms, 3.0 * static_cast<double>(g_triad_n) * sizeof(float));
   return 0;
