@@ -2,11 +2,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -113,6 +116,43 @@ std::string read_file(const std::string& path) {
   return out;
 }
 
+namespace {
+
+// Leftovers of saves to `path` that were killed before their rename: "<name>.tmp-<pid>-<8 hex digits>"
+// in the same directory, written by a process that no longer exists here, last modified more than
+// kStaleTemporary ago (so that neither a save still running, nor one on another machine sharing the
+// directory, loses its file). Removed after each successful save; best effort, errors are ignored.
+constexpr auto kStaleTemporary = std::chrono::hours(1);
+
+void remove_stale_temporaries(const std::string& dir, const std::string& name) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  const std::string prefix = name + ".tmp-";
+  const auto now = std::chrono::system_clock::now();
+  while (const dirent* e = ::readdir(d)) {
+    const std::string entry = e->d_name;
+    if (entry.size() <= prefix.size() || entry.compare(0, prefix.size(), prefix) != 0) continue;
+    // "<pid>-<8 hex digits>", nothing else.
+    const std::string rest = entry.substr(prefix.size());
+    const size_t dash = rest.find('-');
+    if (dash == 0 || dash == std::string::npos || rest.size() - dash - 1 != 8) continue;
+    if (rest.find_first_not_of("0123456789") != dash) continue;
+    if (rest.find_first_not_of("0123456789abcdef", dash + 1) != std::string::npos) continue;
+    if (dash > 9) continue;  // not a pid
+    const long pid = std::stol(rest.substr(0, dash));
+    if (pid <= 0 || pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    const std::string full = dir + "/" + entry;
+    struct stat st {};
+    if (::lstat(full.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    const auto modified = std::chrono::system_clock::from_time_t(st.st_mtime);
+    if (now - modified < kStaleTemporary) continue;
+    (void)::unlink(full.c_str());
+  }
+  ::closedir(d);
+}
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   std::random_device rd;
   const std::string tmp = fmt::format("{}.tmp-{}-{:08x}", path, ::getpid(), rd());
@@ -150,6 +190,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     (void)::fsync(dfd);
     ::close(dfd);
   }
+  remove_stale_temporaries(dir, slash == std::string::npos ? path : path.substr(slash + 1));
 }
 
 // ---- safetensors ----

@@ -40,7 +40,9 @@ Tensor parse_npy(const std::string& bytes, const std::string& what = "<memory>")
 
 // Writes `bytes` to `path` atomically (temporary file "<path>.tmp-<pid>-<random>" in the same directory,
 // fsync, rename over `path`, fsync of the directory). On failure it throws "save: cannot ... '<path>':
-// <reason>", removes the temporary file and leaves whatever was at `path` untouched.
+// <reason>", removes the temporary file and leaves whatever was at `path` untouched. A process killed
+// mid-save cannot remove its temporary file: a later successful save to the same path removes those
+// left by processes that no longer exist, once they are an hour old.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 // The whole file; throws "read_file: cannot open '<path>': <reason>" when it cannot.
 std::string read_file(const std::string& path);

@@ -22,6 +22,7 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <thread>
@@ -271,6 +272,54 @@ TEST_CASE("a save SIGKILLed at a random point leaves the previous checkpoint loa
   }
   INFO("old " << seen_old << ", new " << seen_new);
   REQUIRE(seen_old + seen_new == 40);
+}
+
+TEST_CASE("a later save removes the temporary files that killed saves left, once they are an hour old") {
+  TempDir dir("tapegrad-checkpoint");
+  const std::string path = dir / "ck.safetensors";
+  const SafetensorsFile v0 = version(0), v1 = version(1);
+  save_safetensors(path, v0.tensors, v0.metadata);
+  // A child that saves until it is killed in the middle of a write: its temporary file stays.
+  auto killed_save = [&] {
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      for (;;) save_safetensors(path, v1.tensors, v1.metadata);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    return pid;
+  };
+  std::vector<std::string> leftovers;
+  for (int i = 0; i < 20 && leftovers.empty(); ++i) {
+    killed_save();
+    for (auto& e : fs::directory_iterator(dir.path()))
+      if (e.path().filename().string().rfind("ck.safetensors.tmp-", 0) == 0) leftovers.push_back(e.path().string());
+  }
+  REQUIRE(!leftovers.empty());
+  const auto two_hours_ago = fs::file_time_type::clock::now() - std::chrono::hours(2);
+  for (const auto& f : leftovers) fs::last_write_time(f, two_hours_ago);
+  // Kept: a dead process's file modified recently, an old file of a live process (pid 1 exists in any
+  // pid namespace), and names that only look alike.
+  const pid_t dead = killed_save();
+  const std::string recent = path + fmt::format(".tmp-{}-0badc0de", dead);
+  const std::string live = path + ".tmp-1-0badc0de";
+  const std::string other = path + ".tmp-notapid-0badc0de";
+  const std::string other2 = path + fmt::format(".tmp-{}-0badc0de.bak", dead);
+  for (const auto& f : {recent, live, other, other2}) std::ofstream(f) << "x";
+  for (const auto& f : {live, other, other2}) fs::last_write_time(f, two_hours_ago);
+  save_safetensors(path, v0.tensors, v0.metadata);
+  for (const auto& f : leftovers) {
+    INFO(f);
+    REQUIRE(!fs::exists(f));
+  }
+  for (const auto& f : {recent, live, other, other2}) {
+    INFO(f);
+    REQUIRE(fs::exists(f));
+  }
+  REQUIRE(version_of(path) == 0);
 }
 
 TEST_CASE("a save that fails after any number of bytes leaves the previous checkpoint intact") {
