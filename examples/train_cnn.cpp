@@ -23,6 +23,7 @@
 #include <tapegrad/optim/sgd.h>
 
 #include <CLI/CLI.hpp>
+#include <common/cli.h>
 #include <common/models.h>
 #include <common/report.h>
 #include <fmt/core.h>
@@ -206,15 +207,16 @@ int main(int argc, char** argv) try {
   app.add_option("--data", data_dir, "folder with train/<class>/... and test/<class>/...");
   app.add_option("--model", model_kind, "normalization: bn, in, gn or sync")
       ->check(CLI::IsMember({"bn", "in", "gn", "sync"}));
-  app.add_option("--epochs", epochs)->check(CLI::PositiveNumber);
-  app.add_option("--batch-size", batch_size)->check(CLI::PositiveNumber);
-  app.add_option("--lr", lr);
-  app.add_option("--momentum", momentum);
-  app.add_option("--weight-decay", weight_decay);
+  app.add_option("--epochs", epochs)->check(examples::positive_int());
+  app.add_option("--batch-size", batch_size)->check(examples::positive_int());
+  app.add_option("--lr", lr)->check(examples::non_negative_number());
+  app.add_option("--momentum", momentum)->check(examples::non_negative_number());
+  app.add_option("--weight-decay", weight_decay)->check(examples::non_negative_number());
   app.add_option("--seed", seed);
-  app.add_option("--threads", threads, "OpenMP threads (default: all cores)");
-  app.add_option("--workers", workers, "data loading threads")->check(CLI::NonNegativeNumber);
-  app.add_option("--limit", limit, "train on N images only (a seeded random subset), for quick runs");
+  app.add_option("--threads", threads, "OpenMP threads (default: all cores)")->check(examples::non_negative_int());
+  app.add_option("--workers", workers, "data loading threads")->check(examples::non_negative_int());
+  app.add_option("--limit", limit, "train on N images only (a seeded random subset), for quick runs")
+      ->check(examples::non_negative_int());
   app.add_option("--save", save_path, "checkpoint file written after each epoch");
   app.add_option("--resume", resume_path, "checkpoint to continue from");
   app.add_option("--metrics", metrics_path, "append one JSON line per epoch (curves go next to it as .svg)");

@@ -11,6 +11,7 @@
 // --epochs is the total: `--resume FILE` continues a run after its last completed epoch, and gives the
 // very numbers the uninterrupted run gives with the same --seed and --threads (each epoch's batch order is
 // a function of the seed and the epoch; the checkpoint holds the model, Adam's state and the epoch).
+#include <common/cli.h>
 #include <common/models.h>
 #include <common/report.h>
 #include <fmt/core.h>
@@ -172,21 +173,21 @@ int main(int argc, char** argv) try {
   uint64_t seed = 0, split_seed = 0;
   bool skip_nonfinite = false, quiet = false;
   app.add_option("--epochs", epochs, "total number of epochs (a resumed run continues up to it)")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::positive_int())
       ->capture_default_str();
-  app.add_option("--batch-size", batch_size)->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--lr", lr, "Adam's learning rate")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--batch-size", batch_size)->check(examples::positive_int())->capture_default_str();
+  app.add_option("--lr", lr, "Adam's learning rate")->check(examples::non_negative_number())->capture_default_str();
   app.add_option("--seed", seed, "initialization and batch order")->capture_default_str();
   app.add_option("--split-seed", split_seed, "the train/test split (0: the reference script's)")->capture_default_str();
   app.add_option("--threads", threads, "OpenMP threads (0: all cores)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(examples::non_negative_int())
       ->capture_default_str();
   app.add_option("--dict-dir", dict_dir, "folder with the word lists")->capture_default_str();
   app.add_option("--train-per-lang", per_lang_train, "training words per language")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::positive_int())
       ->capture_default_str();
   app.add_option("--test-per-lang", per_lang_test, "test words per language")
-      ->check(CLI::PositiveNumber)
+      ->check(examples::positive_int())
       ->capture_default_str();
   app.add_option("--metrics", metrics_path, "append one JSON line per epoch (curves go next to it as .svg)");
   app.add_option("--save", save_path, "checkpoint written (atomically) after each epoch");

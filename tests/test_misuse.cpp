@@ -351,8 +351,12 @@ TEST_CASE("train_cnn exits non-zero naming the problem for bad options, folders 
   const std::vector<Cli> cases = {
       {"an unknown option", "--bogus 3", {"The following arguments were not expected: 3 --bogus"}},
       {"a model that does not exist", "--model xyz --data " + folder, {"--model: xyz not in {bn,in,gn,sync}"}},
-      {"zero epochs", "--epochs 0 --data " + folder, {"--epochs: Value 0 not in range"}},
-      {"a batch size that is not a number", "--batch-size many --data " + folder, {"--batch-size: Value many"}},
+      {"zero epochs", "--epochs 0 --data " + folder, {"--epochs: expected a positive integer, got '0'"}},
+      {"a batch size that is not a number", "--batch-size many --data " + folder,
+       {"--batch-size: expected a positive integer, got 'many'"}},
+      {"a negative learning rate", "--lr -0.1 --data " + folder, {"--lr: expected a number >= 0, got '-0.1'"}},
+      {"a fractional number of workers", "--workers 1.5 --data " + folder,
+       {"--workers: expected an integer >= 0, got '1.5'"}},
       // The folder and what is missing in it, in an "error: " line.
       {"a data folder that does not exist", "--data " + missing, {"error: ", missing, "train"}},
       {"test classes that differ from the training classes", "--data " + other,
