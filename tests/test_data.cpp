@@ -247,6 +247,22 @@ TEST_CASE("corrupt, truncated, unknown and absurdly large files throw naming the
   REQUIRE(chunk != std::string::npos);
   idat.replace(chunk - 4, 4, std::string("\x7f\xff\xff\xff", 4));
   REQUIRE_ERROR(decode_image(idat, "idat.png"), "decode_image: cannot decode 'idat.png': Corrupt PNG");
+  // An empty IDAT chunk before the pixel data is legal, and made stb memcpy into its unallocated buffer
+  // (found by fuzz_image): the file decodes as it does without the chunk.
+  Image pattern(9, 17, 3);
+  for (size_t i = 0; i < pattern.pixels.size(); ++i) pattern.pixels[i] = static_cast<uint8_t>(i * 7);
+  const std::string plain = encode_png(pattern);
+  const std::string empty_idat("\0\0\0\0IDAT\x35\xaf\x06\x1e", 12);  // length 0, type, CRC
+  std::string padded = plain;
+  padded.insert(padded.find("IDAT") - 4, empty_idat + empty_idat);
+  const Image unpadded = decode_image(plain), decoded = decode_image(padded, "padded.png");
+  REQUIRE(decoded.height == 9);
+  REQUIRE(decoded.width == 17);
+  REQUIRE(decoded.pixels == unpadded.pixels);
+  REQUIRE(decoded.pixels == pattern.pixels);
+  // Empty IDAT chunks only: no pixel data at all.
+  std::string hollow = plain.substr(0, plain.find("IDAT") - 4) + empty_idat + plain.substr(plain.find("IEND") - 4);
+  REQUIRE_ERROR(decode_image(hollow, "hollow.png"), "decode_image: cannot decode 'hollow.png': Corrupt PNG");
   // A PNM header number past int overflowed in stb (found by fuzz_image).
   REQUIRE_ERROR(decode_image("P5\n3155555555 2\n255\n" + std::string(8, '\0'), "big.pgm"),
                 "decode_image: cannot decode 'big.pgm': Corrupt PNM: a header number overflows");

@@ -5,6 +5,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
 #include <limits>
 
 // Decoders for the formats tapegrad documents (PNG, JPEG, BMP, GIF, TGA, PNM); the others are left out.
@@ -164,19 +167,21 @@ const char* jpeg_huffman_problem(const uint8_t* p, size_t n) {
   return nullptr;
 }
 
+// A PNG chunk's big-endian length or type.
+uint32_t be32(const uint8_t* q) {
+  return uint32_t{q[0]} << 24 | uint32_t{q[1]} << 16 | uint32_t{q[2]} << 8 | uint32_t{q[3]};
+}
+
 // PNG: stb grows its buffer for the compressed data to an IDAT chunk's declared length before reading
 // the chunk, so a 100-byte file declaring a 2 GB chunk makes it allocate 2 GB. The chunks are walked as
 // stb walks them (length, type, data, CRC) and an IDAT longer than what is left of the file is refused;
 // stb would fail on it anyway, after the allocation.
 bool png_chunk_lengths_ok(const uint8_t* p, size_t n) {
   if (n < 8 || std::memcmp(p, "\x89PNG\r\n\x1a\n", 8) != 0) return true;
-  auto be32 = [&](size_t i) {
-    return uint32_t{p[i]} << 24 | uint32_t{p[i + 1]} << 16 | uint32_t{p[i + 2]} << 8 | uint32_t{p[i + 3]};
-  };
   constexpr uint32_t kIDAT = 0x49444154, kIEND = 0x49454e44;
   size_t i = 8;
   while (n - i >= 8) {
-    const uint32_t length = be32(i), type = be32(i + 4);
+    const uint32_t length = be32(p + i), type = be32(p + i + 4);
     i += 8;
     if (length > n - i) return type != kIDAT;  // stb runs out of data here
     if (type == kIEND) return true;
@@ -185,6 +190,35 @@ bool png_chunk_lengths_ok(const uint8_t* p, size_t n) {
     i += 4;  // CRC
   }
   return true;
+}
+
+// PNG: an IDAT chunk of length 0 that comes before any pixel data makes stb call memcpy(NULL, data, 0)
+// (its buffer for the compressed data is not allocated yet; found by fuzz_image, input
+// fuzz/corpus/fuzz_image/regression_png_empty_idat.png). That is undefined behaviour, which also lets
+// the compiler assume the buffer non-null and drop stb's later "no IDAT" check. Empty IDAT chunks are
+// legal and carry nothing: a copy of the file without them is what stb gets. Empty when there is
+// nothing to take out.
+std::string png_without_empty_idat(const uint8_t* p, size_t n) {
+  if (n < 8 || std::memcmp(p, "\x89PNG\r\n\x1a\n", 8) != 0) return {};
+  constexpr uint32_t kIDAT = 0x49444154, kIEND = 0x49454e44;
+  std::vector<std::pair<size_t, size_t>> empty;  // [begin, end) of each empty IDAT chunk
+  size_t i = 8;
+  while (n - i >= 12) {
+    const uint32_t length = be32(p + i), type = be32(p + i + 4);
+    if (type == kIDAT && length == 0) empty.emplace_back(i, i + 12);
+    if (type == kIEND || length > n - i - 12) break;
+    i += 12 + length;
+  }
+  if (empty.empty()) return {};
+  std::string out;
+  out.reserve(n);
+  size_t from = 0;
+  for (auto [begin, end] : empty) {
+    out.append(reinterpret_cast<const char*>(p) + from, begin - from);
+    from = end;
+  }
+  out.append(reinterpret_cast<const char*>(p) + from, n - from);
+  return out;
 }
 
 // PNM: stbi__pnm_getinteger multiplies by 10 per digit without a check, so a header number of ten
@@ -245,6 +279,11 @@ uint8_t* load(const uint8_t* bytes, size_t size, int& width, int& height, int& c
   if (!fits_int(size)) {
     reason = "file too large";
     return nullptr;
+  }
+  const std::string without_empty_idat = png_without_empty_idat(bytes, size);
+  if (!without_empty_idat.empty()) {
+    bytes = reinterpret_cast<const uint8_t*>(without_empty_idat.data());
+    size = without_empty_idat.size();
   }
   if (const char* bug = known_stb_bug(bytes, size, true)) {
     reason = bug;
