@@ -9,24 +9,11 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from torch_models import CNN
+
 FM = "/usr/share/datasets/fashion-mnist/"
-
-
-class CNN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, padding=1)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU()
-        self.pool = nn.MaxPool2d(2, 2)
-        self.fc = nn.Linear(64 * 16 * 16, 10)
-
-    def forward(self, x):
-        x = self.pool(self.relu(self.bn1(self.conv1(x))))
-        return self.fc(x.view(-1, 64 * 16 * 16))
 
 
 def idx(path):

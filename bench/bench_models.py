@@ -1,8 +1,7 @@
 """PyTorch twin of bench_models.cpp: the same models, batch, steps, statistics and output lines.
 
 Run with Debian's torch: /usr/bin/python3 bench/bench_models.py [--threads N] [--iters N] [--model M]
-Models as /work/shared/reference/torch_seed_models.py (CNNWithBatchNorm with "bn" / "in"), plus the
-CNN with GroupNorm(32, 64) and RNNWithLayerNorm. Prints `<model> <metric> <value>` lines: train_step_ms
+Models: bench/torch_models.py. Prints `<model> <metric> <value>` lines: train_step_ms
 and infer_ms (medians of --iters runs after 5 warm-up runs) and peak_rss_mb (the growth of the resident
 set above where it stood before the first training step: VmHWM, reset through /proc/self/clear_refs,
 minus VmRSS). Without --model every model runs in a fresh process of its own.
@@ -15,37 +14,11 @@ import time
 import torch
 import torch.nn as nn
 
+from torch_models import CNN, RNNWithLayerNorm
+
 MODELS = ("cnn-bn", "cnn-in", "cnn-gn", "rnn-ln")
 WARMUP = 5
 BATCH = 64
-
-
-class CNN(nn.Module):
-    def __init__(s, norm):
-        super().__init__()
-        s.conv1 = nn.Conv2d(3, 64, kernel_size=3, padding=1)
-        s.bn1 = {"bn": lambda: nn.BatchNorm2d(64), "in": lambda: nn.InstanceNorm2d(64),
-                 "gn": lambda: nn.GroupNorm(32, 64)}[norm]()
-        s.relu = nn.ReLU()
-        s.pool = nn.MaxPool2d(2, 2)
-        s.fc = nn.Linear(64 * 16 * 16, 10)
-
-    def forward(s, x):
-        x = s.pool(s.relu(s.bn1(s.conv1(x))))
-        return s.fc(x.view(-1, 64 * 16 * 16))
-
-
-class RNNWithLayerNorm(nn.Module):
-    def __init__(s, input_size=100, hidden_size=128):
-        super().__init__()
-        s.rnn = nn.LSTM(input_size, hidden_size, num_layers=2)
-        s.ln = nn.LayerNorm(hidden_size)
-        s.fc = nn.Linear(hidden_size, 10)
-
-    def forward(s, x):
-        x, _ = s.rnn(x)
-        x = s.ln(x)
-        return s.fc(x[-1])
 
 
 def status_kb(field):

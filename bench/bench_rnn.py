@@ -2,34 +2,20 @@
 
 Run with Debian's python3-torch:  /usr/bin/python3 bench/bench_rnn.py [threads=1] [iters=30]
 """
-import os
 import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import timing  # noqa: E402
+import timing
+from torch_models import RNNWithLayerNorm
 
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 iters = int(sys.argv[2]) if len(sys.argv) > 2 else 30
 WARMUP = 10
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-
-
-class RNNWithLayerNorm(nn.Module):  # the documents' model (torch_seed_models.py)
-    def __init__(s, input_size=100, hidden_size=128):
-        super().__init__()
-        s.rnn = nn.LSTM(input_size, hidden_size, num_layers=2)
-        s.ln = nn.LayerNorm(hidden_size)
-        s.fc = nn.Linear(hidden_size, 10)
-
-    def forward(s, x):
-        x, _ = s.rnn(x)
-        x = s.ln(x)
-        return s.fc(x[-1])
 
 
 def measure(setup, timed):
