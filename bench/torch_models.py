@@ -1,7 +1,8 @@
 """The documents' models in PyTorch, as /work/shared/reference/torch_seed_models.py defines them, for the
-benchmark scripts beside this file: the CNN with its norm layer chosen by name (the reference's
-CNNWithBatchNorm with "bn" / "in", plus GroupNorm(32, 64) as "gn") and RNNWithLayerNorm. The twins of
-examples/common/models.h; parameter names match, so state dicts move between the two."""
+benchmark scripts beside this file and the fixture generators in tests/fixtures: the CNN with its norm
+layer chosen by name (the reference's CNNWithBatchNorm with "bn" / "in", plus GroupNorm(32, 64) as
+"gn") and RNNWithLayerNorm. The twins of examples/common/models.h; parameter names match, so state
+dicts move between the two."""
 import torch.nn as nn
 
 
