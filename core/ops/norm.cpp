@@ -599,6 +599,22 @@ class PrivateRows {
   std::array<std::byte*, kRows> row_{};
 };
 
+// Called by every thread of a parallel region once each has filled its rows: out_a[c] += rows_a[u][c]
+// over the threads u in order (likewise b; a null out is skipped), each thread adding up a slice of
+// the C values. Ends with a barrier: a thread frees its rows on leaving, after every thread read them.
+inline void add_thread_rows(double* out_a, double* out_b, const std::vector<const double*>& rows_a,
+                            const std::vector<const double*>& rows_b, int64_t C) {
+#pragma omp barrier
+  const int t = omp_get_thread_num(), team = omp_get_num_threads();
+  const int64_t c0 = C * t / team, c1 = C * (t + 1) / team;
+  for (int u = 0; u < team; ++u)
+    for (int64_t c = c0; c < c1; ++c) {
+      if (out_a) out_a[c] += rows_a[u][c];
+      if (out_b) out_b[c] += rows_b[u][c];
+    }
+#pragma omp barrier
+}
+
 // Rows of layer-norm parameter gradients summed in float32 before joining the float64 total: 16
 // terms keep the partial sums within ~1e-6 relative in the worst case.
 constexpr int64_t kFlushRows = 16;
@@ -717,18 +733,7 @@ void grouped_backward(const T* x, const T* dy, const T* w, const double* mean, c
     }
     flush();
     if (stream) store_fence();
-    if (private_sums) {
-      // Every thread adds up a slice of the channels over the threads' rows, in thread order.
-#pragma omp barrier
-      const int64_t c0 = C * t / team, c1 = C * (t + 1) / team;
-      for (int u = 0; u < team; ++u)
-        for (int64_t c = c0; c < c1; ++c) {
-          if (dw) dw[c] += sums_w[u][c];
-          if (db) db[c] += sums_b[u][c];
-        }
-      // The rows are freed when their thread leaves: not before every thread has read them.
-#pragma omp barrier
-    }
+    if (private_sums) add_thread_rows(dw, db, sums_w, sums_b, C);
   }
 }
 
@@ -841,7 +846,6 @@ void channel_normalize(const T* x, T* y, int64_t N, int64_t C, int64_t S, const 
   }
 }
 
-// sdy_c = Σ dy, sdyx_c = Σ dy·(x - mean_c)
 // Column sums over rows [r0, r1) of (N, C) dy and x: a[c] += Σ dy, b[c] += Σ dy·(x - mean[c]).
 // float32: in float32 rows of this thread, flushed into a, b every kFlushRows rows, as layer norm's dw
 // and db (the float64 loop made this pass twice as slow as the elementwise dx pass after it).
@@ -890,6 +894,7 @@ void column_sums(const T* dy, const T* x, int64_t r0, int64_t r1, int64_t C, con
     }
 }
 
+// sdy_c = Σ dy, sdyx_c = Σ dy·(x - mean_c)
 template <typename T>
 void channel_sums(const T* dy, const T* x, int64_t N, int64_t C, int64_t S, const double* mean, double* sdy,
                   double* sdyx) {
@@ -916,15 +921,7 @@ void channel_sums(const T* dy, const T* x, int64_t N, int64_t C, int64_t S, cons
       sums_dy[t] = a;
       sums_dyx[t] = b;
       column_sums(dy, x, r0, r1, C, mean, m_hi.data(), m_lo.data(), a, b);
-#pragma omp barrier
-      // Every thread adds up a slice of the columns over the threads' rows, in thread order.
-      const int64_t c0 = C * t / team, c1 = C * (t + 1) / team;
-      for (int u = 0; u < team; ++u)
-        for (int64_t c = c0; c < c1; ++c) {
-          sdy[c] += sums_dy[u][c];
-          sdyx[c] += sums_dyx[u][c];
-        }
-#pragma omp barrier
+      add_thread_rows(sdy, sdyx, sums_dy, sums_dyx, C);
     }
     return;
   }
