@@ -450,6 +450,9 @@ TEST_CASE("batch_norm kernels match a naive loop on odd shapes (grouped, per-cha
     check_against_naive(bn, {5003, 13}, 5003, 13, 1, 1, true, true, dt, {13}, 106, 3.0, -7.0);
     check_against_naive(bn, {41, 3000}, 41, 3000, 1, 1, true, false, dt, {3000}, 107);
   }
+  // Columns whose mean dwarfs their spread: the float32 column sums of the backward center each value
+  // on the float64 mean (as hi + lo); centering on the mean rounded to float32 would be off by ~0.6%.
+  check_against_naive(bn, {20011, 19}, 20011, 19, 1, 1, true, true, kFloat32, {19}, 108, 0.01, 1e3);
 }
 
 TEST_CASE("instance_norm, group_norm and layer_norm kernels match a naive loop on odd shapes") {
